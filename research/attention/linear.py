@@ -33,9 +33,9 @@ def segment_features(phi_BxLxHxF: jax.Array, segments: Segments) -> jax.Array:
   """φ̃ = onehot(segment) ⊗ φ: BxLxHx(G·F); all-zero at padding."""
   if segments.max_segments == 1:
     return jnp.where(segments.valid[:, :, None, None], phi_BxLxHxF, 0.0)
-  b, l, h, f = phi_BxLxHxF.shape
+  b, length, h, _ = phi_BxLxHxF.shape
   onehot_BxLxG = segments.one_hot(phi_BxLxHxF.dtype)
-  return jnp.einsum("blg,blhf->blhgf", onehot_BxLxG, phi_BxLxHxF).reshape(b, l, h, -1)
+  return jnp.einsum("blg,blhf->blhgf", onehot_BxLxG, phi_BxLxHxF).reshape(b, length, h, -1)
 
 
 def _zero_state(phi_k_BxSxHxF, v_BxSxHxD) -> State:

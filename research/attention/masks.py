@@ -25,6 +25,11 @@ class Segments:
     valid_BxL = idx_BxL < lengths_B[:, None]
     return cls(valid_BxL.astype(jnp.int32), jnp.where(valid_BxL, idx_BxL, 0), 1)
 
+  @classmethod
+  def from_batch(cls, batch: dict) -> Segments:
+    """From a data batch's `segment_ids` and `positions` (one sequence per row unless `max_segments` is set)."""
+    return cls(batch["segment_ids"], batch["positions"], int(batch.get("max_segments", 1)))
+
   @property
   def valid(self) -> jax.Array:
     return self.segment_ids > 0

@@ -1,0 +1,83 @@
+"""Loading `experiments/<name>.py[:k=v,k=v]` configs and validating them before anything is jit-ed."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+
+
+def parse_overrides(arg: str | None) -> dict[str, Any]:
+  """`"attention=linear,train.num_steps=200"` -> {"attention": "linear", "train.num_steps": 200}."""
+  out: dict[str, Any] = {}
+  for item in filter(None, (s.strip() for s in (arg or "").split(","))):
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+      raise ValueError(f"config override {item!r} is not of the form key=value")
+    try:
+      out[key.strip()] = ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+      out[key.strip()] = raw.strip()
+  return out
+
+
+def _leaf_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  keys = []
+  for k, v in config.items():
+    keys += _leaf_keys(v, f"{prefix}{k}.") if isinstance(v, ml_collections.ConfigDict) else [prefix + k]
+  return keys
+
+
+def _open_dicts(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Dotted prefixes of `*_cfg` sub-dicts, whose keys are free-form (validated by their consumer)."""
+  out = []
+  for k, v in config.items():
+    if isinstance(v, ml_collections.ConfigDict):
+      out += [f"{prefix}{k}."] if k.endswith("_cfg") else _open_dicts(v, f"{prefix}{k}.")
+  return out
+
+
+def apply_overrides(
+  config: ml_collections.ConfigDict, overrides: dict[str, Any], aliases: dict[str, str] | None = None
+) -> ml_collections.ConfigDict:
+  """Set dotted keys (or aliases of them) with type checks; an unknown key is a clear error."""
+  aliases = aliases or {}
+  valid = _leaf_keys(config)
+  for key, value in overrides.items():
+    path = aliases.get(key, key)
+    open_dict = any(path.startswith(p) and path.count(".") == p.count(".") for p in _open_dicts(config))
+    if path not in valid and not open_dict:
+      raise ValueError(
+        f"unknown config key {key!r}; valid keys: {', '.join(sorted(set(aliases) | set(valid)))}"
+      )
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    old = node.get(leaf)
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if isinstance(old, tuple) and isinstance(value, list):
+      value = tuple(value)
+    if old is not None and not isinstance(value, type(old)):
+      raise ValueError(f"config key {key!r} expects {type(old).__name__}, got {value!r}")
+    with node.ignore_type():
+      node[leaf] = value
+  return config
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """`path/to/experiment.py[:overrides]` -> the experiment's get_config(overrides)."""
+  path_str, _, arg = spec.partition(":")
+  path = Path(path_str)
+  if path.suffix != ".py" or not path.is_file():
+    raise ValueError(f"config {path_str!r} is not an existing .py file (expected e.g. experiments/listops.py)")
+  module_spec = importlib.util.spec_from_file_location(f"_experiment_{path.stem}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"config file {path} defines no get_config(arg)")
+  return module.get_config(arg or None)

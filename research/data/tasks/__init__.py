@@ -1,0 +1,1 @@
+"""Synthetic and benchmark task datasets."""

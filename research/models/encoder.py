@@ -1,0 +1,207 @@
+"""The encoder: Embed -> N x Block(pre-LN, mixer, MLP) -> LayerNorm.
+
+Layers run under `nn.scan` (parameters stacked on a leading logical axis `layers`), optionally rematerialised.
+The mixer is looked up in the attention registry by name; every parameter carries logical axis names and
+only `research.train.sharding.LOGICAL_RULES` says where they live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import research.attention as attention
+from research.attention.masks import Segments
+
+REMAT_POLICIES = {
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+POSITIONS = ("learned", "rope")
+MLPS = ("gelu", "geglu")
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  vocab_size: int
+  max_len: int
+  d_model: int = 64
+  num_heads: int = 4
+  num_layers: int = 2
+  mlp_dim: int = 128
+  mlp: str = "gelu"  # exact GELU MLP, or GeGLU
+  gelu_approximate: bool = False
+  dropout: float = 0.0
+  attention: str = "softmax"
+  attention_cfg: Any = None  # the mixer's frozen Config; None -> its defaults
+  positions: str = "learned"
+  causal: bool = False
+  remat_policy: str = "none"
+  dtype: str = "float32"  # compute dtype; parameters stay fp32
+
+  def __post_init__(self):
+    for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers", "mlp_dim"):
+      if getattr(self, name) <= 0:
+        raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+    if self.d_model % self.num_heads:
+      raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
+    if not 0.0 <= self.dropout < 1.0:
+      raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+    checks = (("positions", POSITIONS), ("mlp", MLPS), ("remat_policy", tuple(REMAT_POLICIES)),
+              ("dtype", ("float32", "bfloat16", "float16")))
+    for name, allowed in checks:
+      if getattr(self, name) not in allowed:
+        raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
+    caps = attention.capabilities(self.attention)  # unknown name -> clear error
+    if self.positions not in caps.positions:
+      raise ValueError(f"attention {self.attention!r} does not support positions={self.positions!r}")
+    if self.causal and not caps.supports_causal:
+      raise ValueError(f"attention {self.attention!r} does not support causal=True")
+    if self.attention_cfg is None:
+      object.__setattr__(self, "attention_cfg", attention.make_config(self.attention))
+
+  @property
+  def padded_vocab(self) -> int:
+    return -(-self.vocab_size // 128) * 128
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+def _init(init, axes):
+  return nn.with_logical_partitioning(init, axes)
+
+
+def rope(x_BxLxHxD: jax.Array, positions_BxL: jax.Array, base: float = 10_000.0) -> jax.Array:
+  """Rotary embeddings (Su et al. 2021), rotate-half convention, positions restart per segment."""
+  half = x_BxLxHxD.shape[-1] // 2
+  freq_F = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BxLx1xF = (positions_BxL[:, :, None].astype(jnp.float32) * freq_F)[:, :, None, :]
+  x1, x2 = x_BxLxHxD[..., :half].astype(jnp.float32), x_BxLxHxD[..., half:].astype(jnp.float32)
+  cos, sin = jnp.cos(angle_BxLx1xF), jnp.sin(angle_BxLx1xF)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxHxD.dtype)
+
+
+class Proj(nn.Module):
+  """Multi-axis projection `einsum(eq, x, kernel) + bias` with a kernel of the given shape and logical axes.
+
+  (linen's DenseGeneral initialises a flattened kernel, which breaks multi-axis logical constraints.)
+  """
+
+  shape: tuple[int, ...]
+  axes: tuple[str, ...]
+  eq: str
+  out_from: int  # kernel axes >= out_from (or == out_from for the output projection) are fan-out
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    n = len(self.shape)
+    in_axis = tuple(range(self.out_from)) if self.out_from else 0
+    out_axis = tuple(range(1, n)) if self.out_from == 0 else tuple(range(self.out_from, n))
+    init = nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis)
+    kernel = self.param("kernel", _init(init, self.axes), self.shape)
+    out_shape = self.shape[1:] if self.out_from == 0 else self.shape[self.out_from:]
+    out_axes = self.axes[1:] if self.out_from == 0 else self.axes[self.out_from:]
+    bias = self.param("bias", _init(nn.initializers.zeros, out_axes), out_shape)
+    return jnp.einsum(self.eq, x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+
+
+class Block(nn.Module):
+  """Pre-LN Transformer block; the mixer comes from the registry."""
+
+  cfg: EncoderConfig
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_BxLxE, segments: Segments):
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    norm = lambda name: nn.LayerNorm(  # noqa: E731
+      dtype=dtype, name=name,
+      scale_init=_init(nn.initializers.ones, ("embed",)), bias_init=_init(nn.initializers.zeros, ("embed",)))
+    dense_heads = lambda name: Proj(  # noqa: E731
+      (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), "ble,ehd->blhd", 0, dtype, name=name)
+
+    h = norm("attn_norm")(x_BxLxE)
+    q, k, v = (dense_heads(n)(h) for n in ("query", "key", "value"))
+    if cfg.positions == "rope":
+      q, k = rope(q, segments.positions), rope(k, segments.positions)
+    mixer = attention.get(cfg.attention)(cfg=cfg.attention_cfg, name="mixer")
+    o_BxLxHxD = mixer(q, k, v, segments, cfg.causal)
+    o = Proj((cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype,
+             name="out")(o_BxLxHxD)
+    x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(o, deterministic=self.deterministic)
+
+    h = norm("mlp_norm")(x_BxLxE)
+    width = cfg.mlp_dim * (2 if cfg.mlp == "geglu" else 1)
+    h = nn.Dense(width, dtype=dtype, name="mlp_in", kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "mlp")),
+                 bias_init=_init(nn.initializers.zeros, ("mlp",)))(h)
+    if cfg.mlp == "geglu":
+      gate, h = jnp.split(h, 2, axis=-1)
+      h = nn.gelu(gate, approximate=cfg.gelu_approximate) * h
+    else:
+      h = nn.gelu(h, approximate=cfg.gelu_approximate)
+    h = nn.Dense(cfg.d_model, dtype=dtype, name="mlp_out",
+                 kernel_init=_init(nn.initializers.lecun_normal(), ("mlp", "embed")),
+                 bias_init=_init(nn.initializers.zeros, ("embed",)))(h)
+    x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
+    return nn.with_logical_constraint(x_BxLxE, ("batch", "length", "embed")), None
+
+
+class Stack(nn.Module):
+  """N blocks under nn.scan (stacked params on axis `layers`), optionally under remat."""
+
+  cfg: EncoderConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxE, segments: Segments, deterministic: bool):
+    block = Block
+    if self.cfg.remat_policy != "none":
+      block = nn.remat(Block, prevent_cse=False, policy=REMAT_POLICIES[self.cfg.remat_policy])
+    scanned = nn.scan(
+      block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True, "dropout": True},
+      in_axes=nn.broadcast, length=self.cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    x_BxLxE, _ = scanned(self.cfg, deterministic, name="layers")(x_BxLxE, segments)
+    return x_BxLxE
+
+
+class Encoder(nn.Module):
+  """tokens_BxL + Segments -> contextual vectors BxLxE (exact zeros at padding)."""
+
+  cfg: EncoderConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(
+      cfg.padded_vocab, cfg.d_model, dtype=jnp.dtype(cfg.dtype),
+      embedding_init=_init(nn.initializers.normal(0.02), ("vocab", "embed")))
+    if cfg.positions == "learned":
+      self.pos_embed = self.param(
+        "pos_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.max_len, cfg.d_model))
+    self.stack = Stack(cfg)
+    self.final_norm = nn.LayerNorm(
+      dtype=jnp.dtype(cfg.dtype),
+      scale_init=_init(nn.initializers.ones, ("embed",)), bias_init=_init(nn.initializers.zeros, ("embed",)))
+    self.dropout = nn.Dropout(cfg.dropout)
+
+  def __call__(self, tokens_BxL: jax.Array, segments: Segments, deterministic: bool = True) -> jax.Array:
+    if tokens_BxL.shape[1] > self.cfg.max_len:
+      raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds model.max_len={self.cfg.max_len}")
+    x_BxLxE = self.embed(tokens_BxL)
+    if self.cfg.positions == "learned":
+      x_BxLxE = x_BxLxE + jnp.take(self.pos_embed, segments.positions, axis=0).astype(x_BxLxE.dtype)
+    x_BxLxE = self.dropout(x_BxLxE, deterministic=deterministic)
+    x_BxLxE = nn.with_logical_constraint(x_BxLxE, ("batch", "length", "embed"))
+    x_BxLxE = self.final_norm(self.stack(x_BxLxE, segments, deterministic))
+    return jnp.where(segments.valid[..., None], x_BxLxE, 0).astype(x_BxLxE.dtype)
+
+  def attend(self, x_BxLxE: jax.Array) -> jax.Array:
+    """Tied output projection onto the (padded) vocabulary."""
+    return self.embed.attend(x_BxLxE)

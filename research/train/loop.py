@@ -1,0 +1,197 @@
+"""train(config, workdir): sharded jit step, exact eval, metrics, progress, checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import numpy as np
+from tqdm import tqdm
+
+import research.attention as attention
+from research.data.pipeline import Task, build_task, eval_batches, task_vocab_size, train_dataset
+from research.models.encoder import EncoderConfig
+from research.models.heads import Classifier
+from research.train.checkpoint import Checkpointer, abstract_like
+from research.train.metrics import MetricWriter
+from research.train.optimizer import SCHEDULES, make_optimizer
+from research.train.provenance import write_provenance
+from research.train.sharding import LOGICAL_RULES, batch_sharding, make_mesh
+from research.train.state import count_params, create_train_state
+from research.train.step import eval_step, train_step
+
+
+class TrainingDiverged(RuntimeError):
+  """The loss became NaN/Inf; the message names the step."""
+
+
+def encoder_config(config, seq_len: int, vocab_size: int) -> EncoderConfig:
+  m = config.model
+  max_len = m.max_len or seq_len
+  if seq_len > max_len:
+    raise ValueError(f"data sequences have {seq_len} tokens but model.max_len={max_len}; raise model.max_len "
+                     f"or lower data.max_length")
+  return EncoderConfig(
+    vocab_size=vocab_size, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
+    num_layers=m.num_layers, mlp_dim=m.mlp_dim, mlp=m.mlp, dropout=m.dropout, attention=m.attention,
+    attention_cfg=attention.make_config(m.attention, m.attention_cfg.to_dict()), positions=m.positions,
+    remat_policy=m.remat_policy, dtype=m.dtype)
+
+
+def validate(config) -> None:
+  """Every check that can run before data generation or jit."""
+  t = config.train
+  for key in ("batch_size", "eval_batch_size", "num_steps", "eval_every", "log_every", "grad_accum", "keep_last"):
+    if t[key] <= 0:
+      raise ValueError(f"train.{key} must be positive, got {t[key]}")
+  if not t.learning_rate > 0:
+    raise ValueError(f"train.learning_rate must be > 0, got {t.learning_rate}")
+  if t.batch_size % t.grad_accum:
+    raise ValueError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
+  if t.schedule not in SCHEDULES:
+    raise ValueError(f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}")
+  if config.model.pool not in ("cls", "mean"):
+    raise ValueError(f"model.pool={config.model.pool!r}; expected cls or mean")
+  encoder_config(config, config.model.max_len or config.data.max_length + 1, task_vocab_size(config.task))
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+  path = Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise ValueError(f"workdir {str(path)!r} is not writable ({e.strerror or e}); choose another --workdir") from e
+  return path
+
+
+def _check_divisible(name: str, size: int, shards: int) -> None:
+  if size % shards:
+    raise ValueError(f"{name}={size} must be divisible by the data*fsdp mesh size {shards}")
+
+
+def evaluate(p_eval, params, split, batch_size: int, sharding) -> dict[str, float]:
+  """Exact metrics over the whole split (the last partial batch is padded with weight 0)."""
+  sums = None
+  for batch in eval_batches(split, batch_size):
+    out = p_eval(params, jax.device_put(batch, sharding))
+    sums = out if sums is None else jax.tree.map(np.add, sums, out)
+  sums = jax.device_get(sums)
+  assert int(sums["count"]) == len(split.labels), "evaluation must count every example exactly once"
+  return {"loss": float(sums["loss_sum"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"])}
+
+
+def train(config, workdir: str | Path, *, progress: bool = True, task: Task | None = None) -> dict:
+  """Train (or resume) in `workdir`; returns the summary also written to `workdir/summary.json`."""
+  wall_start = time.perf_counter()
+  validate(config)
+  workdir = prepare_workdir(workdir)
+  task = task or build_task(config.task, config.data.to_dict())
+  enc_cfg = encoder_config(config, task.seq_len, task.vocab_size)
+  t = config.train
+  mesh = make_mesh(config.mesh.shape)
+  shards = mesh.shape["data"] * mesh.shape["fsdp"]
+  _check_divisible("train.batch_size", t.batch_size, shards)
+  _check_divisible("train.eval_batch_size", t.eval_batch_size, shards)
+  write_provenance(workdir, config)
+
+  model = Classifier(enc_cfg, task.num_classes, config.model.pool)
+  tx = make_optimizer(t)
+  train_ds = train_dataset(task.splits["train"], t.batch_size, seed=config.seed)
+  data_iter = iter(train_ds.to_iter_dataset())
+  bsh = batch_sharding(mesh)
+  writer = MetricWriter(workdir)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
+    state, state_sh = create_train_state(model, tx, config.seed, train_ds[0], mesh)
+    ckpt = Checkpointer(workdir / "checkpoints", t.keep_last, t.best_metric)
+    restored = ckpt.restore(abstract_like(state, state_sh), data_iter)
+    start = 0
+    if restored is not None:
+      state, start = restored
+      print(f"resumed from {workdir / 'checkpoints'} at step {start}", flush=True)
+    step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum)
+    p_train = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
+    p_train = p_train.lower(state, jax.device_put(train_ds[0], bsh)).compile()
+    mem = p_train.memory_analysis()
+    compiled_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+    p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(state_sh.params, bsh))
+
+    curve, pending = _read_curve(workdir, start), None
+    train_time, train_tokens = 0.0, 0
+    bar = tqdm(total=t.num_steps, initial=start, desc=f"{config.model.attention}", unit="step",
+               disable=not progress, dynamic_ncols=True, mininterval=1.0)
+
+    def flush():
+      nonlocal pending
+      if pending is None:
+        return
+      step, metrics = pending[0], jax.device_get(pending[1])
+      pending = None
+      if not np.isfinite(metrics["loss"]):
+        raise TrainingDiverged(
+          f"loss is {metrics['loss']} at step {step}; stopping. Last saved checkpoint: {ckpt.manager.latest_step()} "
+          f"in {workdir / 'checkpoints'} (lower train.learning_rate or raise train.warmup_steps)")
+      if step % t.log_every == 0 or step == t.num_steps:
+        tps = train_tokens / (train_time + time.perf_counter() - tic)
+        writer.write(step, "train", {**metrics, "tokens_per_s": tps})
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
+
+    tic = time.perf_counter()
+    for step in range(start, t.num_steps):
+      batch = next(data_iter)
+      state, metrics = p_train(state, jax.device_put(batch, bsh))
+      flush()  # metrics of the previous step, read after this step is dispatched
+      pending = (step + 1, metrics)
+      train_tokens += int(batch["segment_ids"].sum())
+      bar.update(1)
+      if (step + 1) % t.eval_every == 0 or step + 1 == t.num_steps:
+        flush()
+        jax.block_until_ready(state)
+        train_time += time.perf_counter() - tic
+        val = evaluate(p_eval, state.params, task.splits["val"], t.eval_batch_size, bsh)
+        writer.write(step + 1, "val", val)
+        curve.append([step + 1, val["accuracy"]])
+        ckpt.save(step + 1, state, data_iter, metrics={"val_accuracy": val["accuracy"], "val_loss": val["loss"]})
+        if step + 1 == t.crash_after_checkpoint:  # test hook: die hard once this checkpoint is on disk
+          ckpt.wait()
+          os.kill(os.getpid(), signal.SIGKILL)
+        tic = time.perf_counter()
+    flush()
+    bar.close()
+    ckpt.wait()
+
+    best = ckpt.best_step()
+    best_state, _ = ckpt.restore(abstract_like(state, state_sh), None, step=best)
+    test = evaluate(p_eval, best_state.params, task.splits["test"], t.eval_batch_size, bsh)
+    val_best = evaluate(p_eval, best_state.params, task.splits["val"], t.eval_batch_size, bsh)
+    writer.write(best, "test", test)
+    writer.close()
+    ckpt.close()
+  summary = {
+    "variant": config.model.attention, "seed": config.seed, "task": config.task,
+    "params": count_params(state.params), "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+    "val_accuracy": val_best["accuracy"], "best_step": int(best), "num_steps": t.num_steps,
+    "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
+    "compiled_memory_bytes": compiled_bytes, "majority_baseline": task.majority_baseline,
+    "seq_len": task.seq_len, "curve": curve, "device": jax.devices()[0].device_kind,
+    "resumed_from": start or None, "wall_s": time.perf_counter() - wall_start,
+  }
+  (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+  return summary
+
+
+def _read_curve(workdir: Path, upto: int) -> list[list[float]]:
+  """Validation curve of earlier (pre-resume) segments of this run, from metrics.jsonl."""
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [[r["step"], r["accuracy"]] for r in rows if r["split"] == "val" and r["step"] <= upto]
