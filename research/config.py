@@ -10,10 +10,28 @@ from typing import Any
 import ml_collections
 
 
+def _split_top_level(text: str) -> list[str]:
+  """Split on commas that are not inside brackets or quotes: `a=(1,2),b='x,y'` -> 2 items."""
+  items, depth, quote, start = [], 0, None, 0
+  for i, ch in enumerate(text):
+    if quote:
+      quote = None if ch == quote else quote
+    elif ch in "'\"":
+      quote = ch
+    elif ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif ch == "," and depth == 0:
+      items.append(text[start:i])
+      start = i + 1
+  return items + [text[start:]]
+
+
 def parse_overrides(arg: str | None) -> dict[str, Any]:
   """`"attention=linear,train.num_steps=200"` -> {"attention": "linear", "train.num_steps": 200}."""
   out: dict[str, Any] = {}
-  for item in filter(None, (s.strip() for s in (arg or "").split(","))):
+  for item in filter(None, (s.strip() for s in _split_top_level(arg or ""))):
     key, sep, raw = item.partition("=")
     if not sep or not key:
       raise ValueError(f"config override {item!r} is not of the form key=value")
