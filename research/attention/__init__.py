@@ -3,8 +3,8 @@
     out_BxLxHxD = Mixer(cfg)(q_BxLxHxD, k_BxSxHxD, v_BxSxHxD, segments, causal=False)
 
 A variant registers itself with its capabilities; `build(name, overrides)` validates the overrides
-against the variant's frozen Config dataclass. Importing this package imports every family module,
-so `names()` lists everything that exists (and the conformance suite tests everything listed).
+against the variant's frozen Config dataclass. Importing this package imports every module in it, so a
+new family file is registered (and put under the conformance suite) just by existing.
 """
 
 from __future__ import annotations
@@ -91,5 +91,13 @@ def check_call(name: str, segments: Any, causal: bool) -> None:
     raise ValueError(f"attention {name!r} does not support packed rows (max_segments > 1)")
 
 
-# Import the families so that they register themselves.
-from research.attention import linear, softmax  # noqa: E402,F401
+def _import_families() -> None:
+  """Import every module of this package: a family file registers its variants on import."""
+  import importlib
+  import pkgutil
+
+  for info in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{info.name}")
+
+
+_import_families()

@@ -28,6 +28,17 @@ def packed_segments(lengths: list[int], row_length: int) -> Segments:
   return Segments(jnp.asarray(ids)[None], jnp.asarray(pos)[None], max_segments=len(lengths))
 
 
+def reference_output(mixer, variables, q, k, v, segments: Segments, causal: bool):
+  """The oracle: fp32 reference from implied weights, then the mixer's own output normalisation if it has one."""
+  from research.attention.reference import reference_attention
+
+  weights = mixer.apply(variables, q, k, v, segments, causal, method="implied_weights")
+  out = reference_attention(weights, v)
+  if hasattr(type(mixer), "finalize"):
+    out = mixer.apply(variables, out, segments, method="finalize")
+  return out
+
+
 def init_apply(name: str, q, k, v, segments: Segments, causal: bool, overrides=None, method=None):
   """Init and apply one mixer, each under jit (eager op-by-op dispatch is ~10x slower on CPU)."""
   mixer = attention.build(name, overrides)
