@@ -3,6 +3,7 @@
 Launch (CPU, tiny, ~1 min per run on 2 cores):
   research train --config experiments/listops.py:attention=linear --workdir runs/listops-linear
   research compare --config experiments/listops.py --variants softmax,linear --seeds 2
+  research train --config experiments/listops.py:attention=linear+softmax --workdir runs/hybrid  (per-layer)
 Expected (CPU, tiny, 600 steps): see results/listops_tiny.md — both variants clear the 10.0% majority
 baseline by a wide margin (measured numbers are in the README).
 `size=lra` switches to LRA's lengths (500-2000 tokens, depth 10) and a 4-layer d256 model (accelerator).
@@ -27,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
     attention="softmax", attention_cfg=ml_collections.ConfigDict(), d_model=64, num_heads=4, num_layers=2,
     mlp_dim=128, mlp="gelu", dropout=0.0, positions="learned", remat_policy="none", dtype="float32",
-    pool="cls", max_len=0))  # max_len 0 -> data.max_length + 1
+    pool="cls", max_len=0, conv_kernel=0))  # max_len 0 -> data.max_length + 1
   c.train = ml_collections.ConfigDict(dict(
     batch_size=32, eval_batch_size=256, num_steps=600, learning_rate=1e-3, warmup_steps=60, schedule="cosine",
     weight_decay=0.01, clip_norm=1.0, grad_accum=1, eval_every=100, log_every=25, keep_last=2,

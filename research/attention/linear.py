@@ -25,6 +25,7 @@ State = tuple[jax.Array, jax.Array]  # (kv_BxHxFxD, z_BxHxF)
 FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
   "elu+1": lambda x: jax.nn.elu(x) + 1.0,
   "relu": jax.nn.relu,
+  "identity": lambda x: x,  # only with normalize=False: φ(q)·Σφ(k) can vanish or change sign
 }
 CAUSAL_FORMS = ("parallel", "recurrent", "chunked")
 
@@ -44,7 +45,8 @@ def _zero_state(phi_k_BxSxHxF, v_BxSxHxD) -> State:
 
 
 def _normalize(num_BxLxHxD, den_BxLxH, eps):
-  return num_BxLxHxD / (den_BxLxH[..., None] + eps)
+  """eps=None: no normaliser (unnormalised linear attention; the mixer applies an output norm instead)."""
+  return num_BxLxHxD if eps is None else num_BxLxHxD / (den_BxLxH[..., None] + eps)
 
 
 def linear_attention(
@@ -53,12 +55,12 @@ def linear_attention(
   v_BxSxHxD: jax.Array,
   *,
   causal: bool,
-  eps: float = 1e-6,
+  eps: float | None = 1e-6,
   form: str = "chunked",
   chunk_size: int = 64,
   initial_state: State | None = None,
 ) -> tuple[jax.Array, State]:
-  """Linear attention over (already segment-expanded) features; fp32 state and normaliser."""
+  """Linear attention over (already segment-expanded) features; fp32 state and normaliser (none if eps=None)."""
   phi_q, phi_k, v = (x.astype(jnp.float32) for x in (phi_q_BxLxHxF, phi_k_BxSxHxF, v_BxSxHxD))
   kv0_BxHxFxD, z0_BxHxF = initial_state if initial_state is not None else _zero_state(phi_k, v)
   if not causal:
@@ -130,15 +132,21 @@ def _causal_chunked(phi_q, phi_k, v, state: State, eps, chunk_size):
   return out[:, :length], final
 
 
-def linear_weights(phi_q_BxLxHxF, phi_k_BxSxHxF, *, causal: bool, eps: float) -> jax.Array:
-  """Implied fp32 weights BxHxLxS: the normalised φ(q)φ(k)ᵀ (with the same eps as the fast path)."""
+def linear_weights(phi_q_BxLxHxF, phi_k_BxSxHxF, *, causal: bool, eps: float | None) -> jax.Array:
+  """Implied fp32 weights BxHxLxS: the normalised φ(q)φ(k)ᵀ (same eps as the fast path; raw if eps=None)."""
   a = jnp.einsum(
     "blhf,bshf->bhls", phi_q_BxLxHxF.astype(jnp.float32), phi_k_BxSxHxF.astype(jnp.float32),
     precision=jax.lax.Precision.HIGHEST,
   )
   if causal:
     a = a * jnp.tril(jnp.ones(a.shape[-2:], jnp.float32))
-  return a / (jnp.sum(a, axis=-1, keepdims=True) + eps)
+  return a if eps is None else a / (jnp.sum(a, axis=-1, keepdims=True) + eps)
+
+
+def rms_norm_heads(out_BxLxHxD: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Parameter-free RMS norm over each head's D channels (the output norm of unnormalised linear attention)."""
+  out = out_BxLxHxD.astype(jnp.float32)
+  return (out * jax.lax.rsqrt(jnp.mean(out**2, axis=-1, keepdims=True) + eps)).astype(out_BxLxHxD.dtype)
 
 
 @register(
@@ -154,8 +162,11 @@ class LinearAttention(nn.Module):
     eps: float = 1e-6
     causal_form: str = "chunked"
     chunk_size: int = 64
+    normalize: bool = True  # False: no φ(q)·Σφ(k) denominator; an RMS output norm per head instead
 
     def __post_init__(self):
+      if self.feature_map == "identity" and self.normalize:
+        raise ValueError("linear feature_map='identity' needs normalize=False (its denominator can vanish)")
       if self.feature_map not in FEATURE_MAPS:
         raise ValueError(f"linear feature_map {self.feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
       if self.causal_form not in CAUSAL_FORMS:
@@ -175,10 +186,19 @@ class LinearAttention(nn.Module):
     check_call("linear", segments, causal)
     phi_q, phi_k = self.features(q, k, segments)
     out, _ = linear_attention(
-      phi_q, phi_k, v, causal=causal, eps=self.cfg.eps, form=self.cfg.causal_form, chunk_size=self.cfg.chunk_size
+      phi_q, phi_k, v, causal=causal, eps=self._eps, form=self.cfg.causal_form, chunk_size=self.cfg.chunk_size
     )
-    return zero_padding(out.astype(v.dtype), segments)
+    return self.finalize(out.astype(v.dtype), segments)
+
+  @property
+  def _eps(self) -> float | None:
+    return self.cfg.eps if self.cfg.normalize else None
+
+  def finalize(self, out_BxLxHxD, segments: Segments):
+    """Output normalisation (only without the denominator) and exact zeros at padding."""
+    out = out_BxLxHxD if self.cfg.normalize else rms_norm_heads(out_BxLxHxD)
+    return zero_padding(out, segments)
 
   def implied_weights(self, q, k, v, segments: Segments, causal: bool = False):
     phi_q, phi_k = self.features(q, k, segments)
-    return linear_weights(phi_q, phi_k, causal=causal, eps=self.cfg.eps)
+    return linear_weights(phi_q, phi_k, causal=causal, eps=self._eps)

@@ -8,6 +8,7 @@ only `research.train.sharding.LOGICAL_RULES` says where they live.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 
 import research.attention as attention
 from research.attention.masks import Segments
+from research.models.conv import ShortConv
 
 REMAT_POLICIES = {
   "none": None,
@@ -37,8 +39,10 @@ class EncoderConfig:
   mlp: str = "gelu"  # exact GELU MLP, or GeGLU
   gelu_approximate: bool = False
   dropout: float = 0.0
-  attention: str = "softmax"
-  attention_cfg: Any = None  # the mixer's frozen Config; None -> its defaults
+  attention: str = "softmax"  # a registry name, or per-layer names joined by "+" (e.g. "linear+linear+softmax")
+  attention_cfg: Any = None  # None, the mixer's frozen Config, per-layer Configs, or an options mapping
+  conv_kernel: int = 0  # >0: short depthwise convolution (segment-aware) before the q/k/v projections
+  capture_attention: bool = False  # sow each layer's implied attention weights into "intermediates"
   positions: str = "learned"
   causal: bool = False
   remat_policy: str = "none"
@@ -57,13 +61,29 @@ class EncoderConfig:
     for name, allowed in checks:
       if getattr(self, name) not in allowed:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
-    caps = attention.capabilities(self.attention)  # unknown name -> clear error
-    if self.positions not in caps.positions:
-      raise ValueError(f"attention {self.attention!r} does not support positions={self.positions!r}")
-    if self.causal and not caps.supports_causal:
-      raise ValueError(f"attention {self.attention!r} does not support causal=True")
-    if self.attention_cfg is None:
-      object.__setattr__(self, "attention_cfg", attention.make_config(self.attention))
+    if self.conv_kernel < 0:
+      raise ValueError(f"model.conv_kernel must be >= 0, got {self.conv_kernel}")
+    names = self.attention.split("+")
+    if len(names) > 1 and len(names) != self.num_layers:
+      raise ValueError(f"model.attention={self.attention!r} names {len(names)} layers but model.num_layers="
+                       f"{self.num_layers}")
+    for name in dict.fromkeys(names):
+      caps = attention.capabilities(name)  # unknown name -> clear error
+      if self.positions not in caps.positions:
+        raise ValueError(f"attention {name!r} does not support positions={self.positions!r}")
+      if self.causal and not caps.supports_causal:
+        raise ValueError(f"attention {name!r} does not support causal=True")
+    object.__setattr__(self, "attention_cfg", _resolve_mixer_configs(names, self.attention_cfg))
+
+  @property
+  def layer_attention(self) -> tuple[str, ...]:
+    """One registry name per layer."""
+    names = self.attention.split("+")
+    return tuple(names * self.num_layers if len(names) == 1 else names)
+
+  @property
+  def is_hybrid(self) -> bool:
+    return "+" in self.attention
 
   @property
   def padded_vocab(self) -> int:
@@ -72,6 +92,31 @@ class EncoderConfig:
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+
+def _resolve_mixer_configs(names: list[str], given: Any) -> Any:
+  """One frozen Config (uniform stack) or a tuple of per-layer Configs (hybrid stack).
+
+  An options mapping is applied to every layer whose variant accepts each option; an option that no listed
+  variant accepts is an error.
+  """
+  if given is None or isinstance(given, Mapping):
+    options = dict(given or {})
+    unknown = [o for o in options if not any(o in _fields(n) for n in names)]
+    if unknown:
+      raise ValueError(f"unknown attention option(s) {', '.join(map(repr, unknown))} for {'+'.join(names)}; "
+                       f"valid: {', '.join(sorted(set().union(*(_fields(n) for n in names))))}")
+    configs = tuple(attention.make_config(n, {k: v for k, v in options.items() if k in _fields(n)}) for n in names)
+  else:
+    configs = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+    if len(configs) != len(names) or any(
+        type(c) is not attention.get(n).Config for c, n in zip(configs, names, strict=True)):
+      raise ValueError(f"attention_cfg {given!r} does not match attention {'+'.join(names)}")
+  return configs[0] if len(configs) == 1 else configs
+
+
+def _fields(name: str) -> set[str]:
+  return {f.name for f in dataclasses.fields(attention.get(name).Config)}
 
 
 def _init(init, axes):
@@ -118,6 +163,7 @@ class Block(nn.Module):
 
   cfg: EncoderConfig
   deterministic: bool = True
+  layer: int = 0  # which layer's mixer (all layers share one under nn.scan)
 
   @nn.compact
   def __call__(self, x_BxLxE, segments: Segments):
@@ -129,11 +175,16 @@ class Block(nn.Module):
       (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), "ble,ehd->blhd", 0, dtype, name=name)
 
     h = norm("attn_norm")(x_BxLxE)
+    if cfg.conv_kernel:
+      h = ShortConv(cfg.conv_kernel, cfg.causal, dtype, name="conv")(h, segments)
     q, k, v = (dense_heads(n)(h) for n in ("query", "key", "value"))
     if cfg.positions == "rope":
       q, k = rope(q, segments.positions), rope(k, segments.positions)
-    mixer = attention.get(cfg.attention)(cfg=cfg.attention_cfg, name="mixer")
+    mixer_cfg = cfg.attention_cfg[self.layer] if cfg.is_hybrid else cfg.attention_cfg
+    mixer = attention.get(cfg.layer_attention[self.layer])(cfg=mixer_cfg, name="mixer")
     o_BxLxHxD = mixer(q, k, v, segments, cfg.causal)
+    if cfg.capture_attention:
+      self.sow("intermediates", "attention_weights", mixer.implied_weights(q, k, v, segments, cfg.causal))
     o = Proj((cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype,
              name="out")(o_BxLxHxD)
     x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(o, deterministic=self.deterministic)
@@ -154,6 +205,12 @@ class Block(nn.Module):
     return nn.with_logical_constraint(x_BxLxE, ("batch", "length", "embed")), None
 
 
+def _maybe_remat(cfg: EncoderConfig):
+  if cfg.remat_policy == "none":
+    return Block
+  return nn.remat(Block, prevent_cse=False, policy=REMAT_POLICIES[cfg.remat_policy])
+
+
 class Stack(nn.Module):
   """N blocks under nn.scan (stacked params on axis `layers`), optionally under remat."""
 
@@ -161,9 +218,11 @@ class Stack(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxLxE, segments: Segments, deterministic: bool):
-    block = Block
-    if self.cfg.remat_policy != "none":
-      block = nn.remat(Block, prevent_cse=False, policy=REMAT_POLICIES[self.cfg.remat_policy])
+    if self.cfg.is_hybrid:  # different mixers per layer: unrolled, parameters under layer_<i>
+      for i in range(self.cfg.num_layers):
+        x_BxLxE, _ = _maybe_remat(self.cfg)(self.cfg, deterministic, i, name=f"layer_{i}")(x_BxLxE, segments)
+      return x_BxLxE
+    block = _maybe_remat(self.cfg)
     scanned = nn.scan(
       block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True, "dropout": True},
       in_axes=nn.broadcast, length=self.cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"},

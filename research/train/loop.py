@@ -14,7 +14,6 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-import research.attention as attention
 from research.data.pipeline import Task, build_task, eval_batches, task_vocab_size, train_dataset
 from research.models.encoder import EncoderConfig
 from research.models.heads import Classifier
@@ -40,8 +39,8 @@ def encoder_config(config, seq_len: int, vocab_size: int) -> EncoderConfig:
   return EncoderConfig(
     vocab_size=vocab_size, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
     num_layers=m.num_layers, mlp_dim=m.mlp_dim, mlp=m.mlp, dropout=m.dropout, attention=m.attention,
-    attention_cfg=attention.make_config(m.attention, m.attention_cfg.to_dict()), positions=m.positions,
-    remat_policy=m.remat_policy, dtype=m.dtype)
+    attention_cfg=m.attention_cfg.to_dict(), positions=m.positions, remat_policy=m.remat_policy,
+    dtype=m.dtype, conv_kernel=m.conv_kernel)
 
 
 def validate(config) -> None:

@@ -53,3 +53,25 @@ def test_unknown_causal_form_is_a_clear_error():
   phi_q, phi_k, v = _features(2, 4, segments)
   with pytest.raises(ValueError, match="unknown causal form 'blocked'"):
     linear_attention(phi_q, phi_k, v, causal=True, form="blocked")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_identity_feature_map_unnormalised_with_output_norm(causal):
+  from research.attention import build
+  from tests.attention.helpers import init_apply, reference_output
+
+  with pytest.raises(ValueError, match="identity' needs normalize=False"):
+    build("linear", {"feature_map": "identity"})
+  opts = {"feature_map": "identity", "normalize": False, "chunk_size": 8}
+  q, k, v = qkv(jax.random.key(3), 2, 20)
+  segments = Segments.from_lengths(jnp.array([20, 11]), 20)
+  out = init_apply("linear", q, k, v, segments, causal, overrides=opts)
+  mixer = build("linear", opts)
+  ref = reference_output(mixer, {}, q, k, v, segments, causal)
+  assert relative_rms_error(out, ref) <= 1e-5
+  # without the norm: exactly q (Σ kᵀv) on valid tokens
+  mask = np.tril(np.ones((20, 20))) if causal else np.ones((20, 20))
+  raw = np.einsum("lhd,shd,ls,she->lhe", q[1, :11], k[1, :11], mask[:11, :11], v[1, :11])
+  want = raw / np.sqrt(np.mean(raw**2, -1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(out[1, :11], want, rtol=2e-4, atol=2e-5)
+  np.testing.assert_array_equal(np.asarray(out[1, 11:]), 0.0)

@@ -40,9 +40,10 @@ def test_padding_is_exact_zero_and_garbage_under_it_is_ignored(attention, positi
   np.testing.assert_allclose(other[1], out[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("attention,positions", [("softmax", "learned"), ("linear", "rope"), ("softmax", "rope")])
-def test_packed_rows_equal_sequences_alone(attention, positions):
-  enc = Encoder(_cfg(attention=attention, positions=positions))
+@pytest.mark.parametrize("attention,positions,conv", [
+  ("softmax", "learned", 0), ("linear", "rope", 4), ("softmax", "rope", 3), ("linear+softmax", "learned", 2)])
+def test_packed_rows_equal_sequences_alone(attention, positions, conv):
+  enc = Encoder(_cfg(attention=attention, positions=positions, conv_kernel=conv))
   lengths = [7, 1, 12]
   tokens = _tokens(1, 23, seed=3)
   packed_seg = packed_segments(lengths, 23)
@@ -60,7 +61,7 @@ def test_remat_policies_change_nothing_but_memory():
   for policy in ("none", "full", "dots"):
     model = Classifier(_cfg(remat_policy=policy), 10)
     variables = jax.jit(model.init)(jax.random.key(0), tokens, segments)
-    loss = lambda p: jnp.sum(model.apply({"params": p}, tokens, segments) ** 2)  # noqa: E731
+    loss = lambda p, model=model: jnp.sum(model.apply({"params": p}, tokens, segments) ** 2)  # noqa: E731
     grads = jax.jit(jax.grad(loss))(variables["params"])
     results.append(jax.tree.leaves(nn.meta.unbox(grads)))
   for other in results[1:]:
@@ -114,3 +115,34 @@ def test_heads_shapes_and_pooling():
   mlm_logits, _ = _run(MaskedLM(_cfg()), tokens, segments)
   assert mlm_logits.shape == (2, 12, 128)
   assert float(mlm_logits[..., 17:].max()) == -1e9  # padded vocabulary never predicted
+
+
+def test_causal_encoder_with_conv_ignores_the_future():
+  enc = Encoder(_cfg(attention="linear", causal=True, conv_kernel=4, positions="rope"))
+  tokens, segments = _tokens(1, 20), Segments.from_lengths(jnp.array([20]), 20)
+  out, variables = _run(enc, tokens, segments)
+  moved = jax.jit(enc.apply)(variables, tokens.at[0, 11].set(3), segments)
+  np.testing.assert_array_equal(np.asarray(moved[0, :11]), np.asarray(out[0, :11]))
+  assert not np.allclose(moved[0, 11], out[0, 11])
+
+
+def test_hybrid_layers_and_captured_attention():
+  cfg = _cfg(attention="linear+softmax", attention_cfg={"chunk_size": 8}, capture_attention=True)
+  assert cfg.layer_attention == ("linear", "softmax") and cfg.attention_cfg[0].chunk_size == 8
+  enc = Encoder(cfg)
+  tokens, segments = _tokens(2, 12), Segments.from_lengths(jnp.array([12, 7]), 12)
+  variables = jax.jit(enc.init)(jax.random.key(0), tokens, segments)
+  out, state = jax.jit(lambda v: enc.apply({"params": v["params"]}, tokens, segments, mutable=["intermediates"]))(
+    variables)
+  weights = [state["intermediates"]["stack"][f"layer_{i}"]["attention_weights"][0] for i in range(2)]
+  for w in weights:
+    assert w.shape == (2, 4, 12, 12) and w.dtype == jnp.float32
+    np.testing.assert_allclose(w[1, :, :7].sum(-1), 1.0, rtol=1e-5)  # valid rows are distributions
+    np.testing.assert_array_equal(np.asarray(w[1, :, :, 7:]), 0.0)  # padding keys get no weight
+  assert not np.allclose(weights[0], weights[1])
+  with pytest.raises(ValueError, match="unknown attention option"):
+    _cfg(attention="linear+softmax", attention_cfg={"window": 3})
+  scanned = Encoder(_cfg(capture_attention=True))
+  _, state = scanned.apply(scanned.init(jax.random.key(0), tokens, segments), tokens, segments,
+                           mutable=["intermediates"])
+  assert state["intermediates"]["stack"]["layers"]["attention_weights"][0].shape == (2, 2, 4, 12, 12)
