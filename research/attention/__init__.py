@@ -27,6 +27,7 @@ class Capabilities:
   complexity: str  # e.g. "O(N^2 d)"
   state_size: Callable[[int, int, int], int]  # (L, H, D) -> bytes of attention state per sequence (fp32)
   paper: str = ""
+  implied_weights: bool = True  # False: no attention matrix exists (e.g. Fourier mixing); tools must skip it
 
 
 _REGISTRY: dict[str, tuple[type[nn.Module], Capabilities]] = {}

@@ -26,11 +26,11 @@ def _causal_modes(name):
   return [False, True] if attention.capabilities(name).supports_causal else [False]
 
 
-def _cases():
-  return [(n, c) for n in NAMES for c in _causal_modes(n)]
+def _cases(need_weights: bool = False):
+  return [(n, c) for n in NAMES for c in _causal_modes(n) if attention.capabilities(n).implied_weights or not need_weights]
 
 
-@pytest.mark.parametrize("name,causal", _cases())
+@pytest.mark.parametrize("name,causal", _cases(need_weights=True))
 def test_matches_fp32_reference_with_padding(name, causal):
   q, k, v = qkv(jax.random.key(1), 3, 40)
   segments = Segments.from_lengths(jnp.array([40, 23, 7]), 40)
@@ -98,7 +98,7 @@ def test_extra_padding_changes_nothing(name):
   np.testing.assert_allclose(long[:, :20], short, atol=2e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name,causal", _cases())
+@pytest.mark.parametrize("name,causal", _cases(need_weights=True))
 def test_gradients_match_reference(name, causal):
   q, k, v = qkv(jax.random.key(5), 2, 24)
   segments = Segments.from_lengths(jnp.array([24, 13]), 24)
@@ -127,6 +127,9 @@ def test_undeclared_use_is_a_clear_error(name):
   if not caps.supports_packing:
     with pytest.raises(ValueError, match="packed"):
       init_apply(name, q, k, v, packed_segments([4, 4], 8), False)
+  if not caps.implied_weights:
+    with pytest.raises(ValueError, match="no implied attention matrix"):
+      init_apply(name, q, k, v, Segments.from_lengths(jnp.array([8]), 8), False, method="implied_weights")
   with pytest.raises(ValueError, match="unknown option"):
     attention.build(name, {"no_such_option": 1})
   assert caps.state_size(128, 2, 8) > 0 and caps.complexity.startswith("O(") and caps.paper
