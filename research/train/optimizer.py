@@ -10,11 +10,12 @@ SCHEDULES = ("cosine", "rsqrt", "constant")
 
 
 def learning_rate_schedule(peak: float, warmup: int, total: int, kind: str) -> optax.Schedule:
+  """Linear warmup from 0 reaching `peak` at step `warmup`, then cosine to 0 at `total`, rsqrt, or constant."""
   if kind == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup, 1), max(total, warmup + 1), end_value=0.0)
   if kind == "rsqrt":
     w = max(warmup, 1)
-    return lambda step: peak * jnp.minimum((step + 1) / w, jnp.sqrt(w / jnp.maximum(step + 1, w)))
+    return lambda step: peak * jnp.minimum(step / w, jnp.sqrt(w / jnp.maximum(step, w)))
   if kind == "constant":
     return optax.linear_schedule(0.0, peak, max(warmup, 1))
   raise ValueError(f"train.schedule={kind!r}; expected one of {', '.join(SCHEDULES)}")
