@@ -71,6 +71,28 @@ def _compare(args) -> list[dict]:
   return summaries
 
 
+def variants_table(length: int = 4096, heads: int = 4, head_dim: int = 64) -> str:
+  """Markdown table of every registered mixer and its declared capabilities."""
+  import research.attention as attention
+
+  yes = lambda b: "yes" if b else "no"  # noqa: E731
+  rows = [
+    "| name | paper | complexity | causal | packing | length-invariant | attention matrix | "
+    f"state/sequence at L={length}, H={heads}, D={head_dim} (fp32) |",
+    "|---|---|---|---|---|---|---|---:|",
+  ]
+  for name in attention.names():
+    c = attention.capabilities(name)
+    state = c.state_size(length, heads, head_dim) / 2**20
+    rows.append(f"| `{name}` | {c.paper} | {c.complexity} | {yes(c.supports_causal)} | {yes(c.supports_packing)} | "
+                f"{yes(c.length_invariant)} | {yes(c.implied_weights)} | {state:,.2f} MiB |")
+  return "\n".join(rows)
+
+
+def _variants(args) -> None:
+  print(variants_table())
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--name", default="compare")
   p.add_argument("--no-progress", action="store_true")
   p.set_defaults(func=_compare)
+  p = sub.add_parser("variants", help="list the registered attention variants and their capabilities")
+  p.set_defaults(func=_variants)
   args = parser.parse_args(argv)
   from research.train.loop import TrainingDiverged
 
