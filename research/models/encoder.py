@@ -42,7 +42,7 @@ class EncoderConfig:
   attention: str = "softmax"  # a registry name, or per-layer names joined by "+" (e.g. "linear+linear+softmax")
   attention_cfg: Any = None  # None, the mixer's frozen Config, per-layer Configs, or an options mapping
   conv_kernel: int = 0  # >0: short depthwise convolution (segment-aware) before the q/k/v projections
-  capture_attention: bool = False  # sow each layer's implied attention weights into "intermediates"
+  capture_attention: bool = False  # sow each layer's implied attention weights (where a matrix exists)
   positions: str = "learned"
   causal: bool = False
   remat_policy: str = "none"
@@ -183,7 +183,7 @@ class Block(nn.Module):
     mixer_cfg = cfg.attention_cfg[self.layer] if cfg.is_hybrid else cfg.attention_cfg
     mixer = attention.get(cfg.layer_attention[self.layer])(cfg=mixer_cfg, name="mixer")
     o_BxLxHxD = mixer(q, k, v, segments, cfg.causal)
-    if cfg.capture_attention:
+    if cfg.capture_attention and attention.capabilities(cfg.layer_attention[self.layer]).implied_weights:
       self.sow("intermediates", "attention_weights", mixer.implied_weights(q, k, v, segments, cfg.causal))
     o = Proj((cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype,
              name="out")(o_BxLxHxD)
@@ -224,7 +224,8 @@ class Stack(nn.Module):
       return x_BxLxE
     block = _maybe_remat(self.cfg)
     scanned = nn.scan(
-      block, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True, "dropout": True},
+      block, variable_axes={"params": 0, "intermediates": 0, "random_features": 0},
+      split_rngs={"params": True, "dropout": True},
       in_axes=nn.broadcast, length=self.cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"},
     )
     x_BxLxE, _ = scanned(self.cfg, deterministic, name="layers")(x_BxLxE, segments)

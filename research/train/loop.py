@@ -77,11 +77,11 @@ def _check_divisible(name: str, size: int, shards: int) -> None:
     raise ValueError(f"{name}={size} must be divisible by the data*fsdp mesh size {shards}")
 
 
-def evaluate(p_eval, params, split, batch_size: int, sharding) -> dict[str, float]:
+def evaluate(p_eval, variables, split, batch_size: int, sharding) -> dict[str, float]:
   """Exact metrics over the whole split (the last partial batch is padded with weight 0)."""
   sums = None
   for batch in eval_batches(split, batch_size):
-    out = p_eval(params, jax.device_put(batch, sharding))
+    out = p_eval(variables, jax.device_put(batch, sharding))
     sums = out if sums is None else jax.tree.map(np.add, sums, out)
   sums = jax.device_get(sums)
   assert int(sums["count"]) == len(split.labels), "evaluation must count every example exactly once"
@@ -121,7 +121,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     p_train = p_train.lower(state, jax.device_put(train_ds[0], bsh)).compile()
     mem = p_train.memory_analysis()
     compiled_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-    p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(state_sh.params, bsh))
+    p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(state_sh.variables, bsh))
 
     curve, pending = _read_curve(workdir, start), None
     train_time, train_tokens = 0.0, 0
@@ -155,7 +155,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
         flush()
         jax.block_until_ready(state)
         train_time += time.perf_counter() - tic
-        val = evaluate(p_eval, state.params, task.splits["val"], t.eval_batch_size, bsh)
+        val = evaluate(p_eval, state.variables, task.splits["val"], t.eval_batch_size, bsh)
         writer.write(step + 1, "val", val)
         curve.append([step + 1, val["accuracy"]])
         ckpt.save(step + 1, state, data_iter, metrics={"val_accuracy": val["accuracy"], "val_loss": val["loss"]})
@@ -169,8 +169,8 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
 
     best = ckpt.best_step()
     best_state, _ = ckpt.restore(abstract_like(state, state_sh), None, step=best)
-    test = evaluate(p_eval, best_state.params, task.splits["test"], t.eval_batch_size, bsh)
-    val_best = evaluate(p_eval, best_state.params, task.splits["val"], t.eval_batch_size, bsh)
+    test = evaluate(p_eval, best_state.variables, task.splits["test"], t.eval_batch_size, bsh)
+    val_best = evaluate(p_eval, best_state.variables, task.splits["val"], t.eval_batch_size, bsh)
     writer.write(best, "test", test)
     writer.close()
     ckpt.close()

@@ -21,6 +21,12 @@ class TrainState:
   params: Any
   opt_state: Any
   rng: jax.Array  # uint32[2] raw key: dropout key of step t is fold_in(rng, t)
+  extra: Any = flax.struct.field(default_factory=dict)  # non-trained collections, e.g. random features
+
+  @property
+  def variables(self) -> dict:
+    """What `model.apply` takes: params plus the non-trained collections."""
+    return {"params": self.params, **self.extra}
 
 
 def create_train_state(
@@ -29,8 +35,10 @@ def create_train_state(
   """Sharded state per LOGICAL_RULES; returns (state, state_shardings)."""
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
-    params = model.init(init_rng, example_batch["tokens"], Segments.from_batch(example_batch))["params"]
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng)
+    variables = dict(model.init(init_rng, example_batch["tokens"], Segments.from_batch(example_batch)))
+    params = variables.pop("params")
+    variables.pop("intermediates", None)
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng, variables)
 
   rng = jax.random.PRNGKey(seed)
   abstract = jax.eval_shape(init, rng)

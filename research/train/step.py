@@ -11,10 +11,10 @@ from research.attention.masks import Segments
 from research.train.state import TrainState
 
 
-def _loss_sums(params, batch, model: nn.Module, rng, deterministic: bool):
+def _loss_sums(params, batch, model: nn.Module, rng, deterministic: bool, extra: dict):
   """(Σ w·CE, (Σ w·correct, Σ w)) for one (micro)batch."""
   logits_BxC = model.apply(
-    {"params": params}, batch["tokens"], Segments.from_batch(batch), deterministic, rngs={"dropout": rng})
+    {"params": params, **extra}, batch["tokens"], Segments.from_batch(batch), deterministic, rngs={"dropout": rng})
   ce_B = optax.softmax_cross_entropy_with_integer_labels(logits_BxC.astype(jnp.float32), batch["targets"])
   w_B = batch["weights"]
   correct_B = (jnp.argmax(logits_BxC, -1) == batch["targets"]).astype(jnp.float32)
@@ -32,7 +32,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
 
   def micro(carry, xs):
     mb, i = xs
-    (loss, (correct, weight)), grads = grad_fn(state.params, mb, model, jax.random.fold_in(rng, i), False)
+    (loss, (correct, weight)), grads = grad_fn(state.params, mb, model, jax.random.fold_in(rng, i), False, state.extra)
     return jax.tree.map(jnp.add, carry, (grads, loss, correct, weight)), None
 
   zeros = (jax.tree.map(jnp.zeros_like, state.params), 0.0, 0.0, 0.0)
@@ -47,7 +47,8 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
   return new_state, metrics
 
 
-def eval_step(params, batch: dict, *, model: nn.Module) -> dict:
-  """Weighted sums over the batch; the caller adds them up over the whole split."""
-  loss, (correct, weight) = _loss_sums(params, batch, model, jax.random.PRNGKey(0), True)
+def eval_step(variables: dict, batch: dict, *, model: nn.Module) -> dict:
+  """Weighted sums over the batch (`variables` = TrainState.variables); the caller adds them up over the split."""
+  extra = {k: v for k, v in variables.items() if k != "params"}
+  loss, (correct, weight) = _loss_sums(variables["params"], batch, model, jax.random.PRNGKey(0), True, extra)
   return {"loss_sum": loss, "correct": correct, "count": weight}

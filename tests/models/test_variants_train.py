@@ -28,9 +28,10 @@ def test_a_few_steps_reduce_the_loss(name):
   model = Classifier(encoder_config(config, task.seq_len, task.vocab_size), task.num_classes)
   tx = make_optimizer(config.train)
   batch = train_dataset(task.splits["train"], config.train.batch_size, seed=0)[0]
-  params = jax.jit(model.init)(jax.random.key(0), batch["tokens"], Segments.from_batch(batch))["params"]
-  params = nn.meta.unbox(params)
-  state = TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params), jax.random.PRNGKey(0))
+  variables = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), batch["tokens"], Segments.from_batch(batch)))
+  variables = dict(variables)
+  params = variables.pop("params")
+  state = TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params), jax.random.PRNGKey(0), variables)
   step = jax.jit(functools.partial(train_step, model=model, tx=tx))
   losses = []
   for _ in range(12):  # the same batch: the loss must go down

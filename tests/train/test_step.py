@@ -63,7 +63,7 @@ def test_evaluation_counts_every_example_once():
   model = Classifier(EncoderConfig(vocab_size=17, max_len=12, d_model=32, num_heads=4, num_layers=1, mlp_dim=64), 10)
   variables = model.init(jax.random.key(0), batches[0]["tokens"], Segments.from_batch(batches[0]))
   params = nn.meta.unbox(variables)["params"]
-  sums = [jax.jit(functools.partial(eval_step, model=model))(params, b) for b in batches]
+  sums = [jax.jit(functools.partial(eval_step, model=model))({"params": params}, b) for b in batches]
   assert float(sum(s["count"] for s in sums)) == 10.0
   whole = {k: np.concatenate([b[k] for b in batches])[:10] for k in batches[0]}
   logits = model.apply({"params": params}, whole["tokens"], Segments.from_batch(whole))
