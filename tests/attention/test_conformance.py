@@ -140,3 +140,21 @@ def test_undeclared_use_is_a_clear_error(name):
 def test_unknown_attention_name_lists_choices():
   with pytest.raises(ValueError, match=r"unknown attention 'sofmax'; choose one of .*softmax"):
     attention.get("sofmax")
+
+
+# bf16 inputs vs the fp32 oracle on the same (bf16-rounded) inputs: relative RMS error, stated per variant.
+BF16_TOLERANCE = 3e-2
+BF16_TOLERANCE_OVERRIDES: dict[str, float] = {}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if attention.capabilities(n).implied_weights])
+def test_bfloat16_inputs_within_stated_tolerance(name):
+  q, k, v = qkv(jax.random.key(8), 2, 32, dtype=jnp.bfloat16)
+  segments = Segments.from_lengths(jnp.array([32, 19]), 32)
+  mixer = attention.build(name)
+  variables = jax.jit(mixer.init, static_argnums=5)(jax.random.key(0), q, k, v, segments, False)
+  out = jax.jit(lambda *a: mixer.apply(variables, *a, False))(q, k, v, segments)
+  assert out.dtype == jnp.bfloat16
+  f32 = [x.astype(jnp.float32) for x in (q, k, v)]
+  ref = jax.jit(lambda *a: reference_output(mixer, variables, *a, False))(*f32, segments)
+  assert relative_rms_error(out, ref) <= BF16_TOLERANCE_OVERRIDES.get(name, BF16_TOLERANCE)
