@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import research.attention as attention
 from research.cli import main
 from tests.train.common import TINY
 
@@ -11,7 +12,7 @@ BASE = "experiments/listops.py:" + TINY
 
 
 @pytest.mark.parametrize("overrides,message", [
-  ("attention=sofmax", "unknown attention 'sofmax'; choose one of linear, softmax"),
+  ("attention=sofmax", "unknown attention 'sofmax'; choose one of " + ", ".join(attention.names())),
   ("model.dmodel=32", "unknown config key 'model.dmodel'; valid keys: "),
   ("model.d_model=0", "model.d_model must be positive, got 0"),
   ("model.num_layers=-1", "model.num_layers must be positive, got -1"),
