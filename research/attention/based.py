@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 
 from research.attention import check_call, register
-from research.attention.linear import CAUSAL_FORMS, linear_attention, segment_features
+from research.attention.linear import check_causal_options, linear_attention, segment_features
 from research.attention.masks import Segments, attention_mask, zero_padding
 
 
@@ -136,10 +136,7 @@ class BasedAttention(nn.Module):
         raise ValueError(f"based feature_dim must be positive, got {self.feature_dim}")
       if self.window < 0:
         raise ValueError(f"based window must be >= 0 (0 = off), got {self.window}")
-      if self.causal_form not in CAUSAL_FORMS:
-        raise ValueError(f"based causal_form {self.causal_form!r}; choose one of {', '.join(CAUSAL_FORMS)}")
-      if self.chunk_size <= 0:
-        raise ValueError(f"based chunk_size must be positive, got {self.chunk_size}")
+      check_causal_options("based", self.causal_form, self.chunk_size)
       if not self.eps > 0:
         raise ValueError(f"based eps must be > 0, got {self.eps}")
 

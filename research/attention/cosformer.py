@@ -24,7 +24,12 @@ import jax
 import jax.numpy as jnp
 
 from research.attention import check_call, register
-from research.attention.linear import CAUSAL_FORMS, linear_attention, linear_weights, segment_features
+from research.attention.linear import (
+  check_causal_options,
+  linear_attention,
+  linear_weights,
+  segment_features,
+)
 from research.attention.masks import Segments, zero_padding
 
 
@@ -71,10 +76,7 @@ class CosFormerAttention(nn.Module):
     chunk_size: int = 64
 
     def __post_init__(self):
-      if self.causal_form not in CAUSAL_FORMS:
-        raise ValueError(f"cosformer causal_form {self.causal_form!r}; choose one of {', '.join(CAUSAL_FORMS)}")
-      if self.chunk_size <= 0:
-        raise ValueError(f"cosformer chunk_size must be positive, got {self.chunk_size}")
+      check_causal_options("cosformer", self.causal_form, self.chunk_size)
       if self.causal_m <= 0:
         raise ValueError(f"cosformer causal_m must be positive, got {self.causal_m}")
       if not self.eps > 0:

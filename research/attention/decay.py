@@ -36,9 +36,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from research.attention.linear import CAUSAL_FORMS
 from research.attention.masks import Segments, attention_mask
 
-FORMS = ("parallel", "recurrent", "chunked")
+FORMS = CAUSAL_FORMS  # one definition of the three forms, shared with the linear family
 
 
 # ----------------------------------------------------------------------------------------------------------------

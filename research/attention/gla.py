@@ -31,13 +31,13 @@ import jax.numpy as jnp
 
 from research.attention import check_call, register
 from research.attention.decay import (
-  FORMS,
   HeadNorm,
   decay_attention,
   gated_weights,
   mask_padding,
   segment_log_decay,
 )
+from research.attention.linear import check_causal_options
 from research.attention.masks import Segments, zero_padding
 
 
@@ -77,9 +77,8 @@ class GatedLinearAttention(nn.Module):
     norm_eps: float = 1e-5  # RMSNorm epsilon
 
     def __post_init__(self):
-      if self.causal_form not in FORMS:
-        raise ValueError(f"gla causal_form {self.causal_form!r}; choose one of {', '.join(FORMS)}")
-      for name in ("chunk_size", "sub_chunk_size", "gate_rank"):
+      check_causal_options("gla", self.causal_form, self.chunk_size)
+      for name in ("sub_chunk_size", "gate_rank"):
         if getattr(self, name) <= 0:
           raise ValueError(f"gla {name} must be positive, got {getattr(self, name)}")
       if self.chunk_size % self.sub_chunk_size:

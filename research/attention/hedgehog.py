@@ -27,7 +27,12 @@ import jax
 import jax.numpy as jnp
 
 from research.attention import check_call, register
-from research.attention.linear import CAUSAL_FORMS, linear_attention, linear_weights, segment_features
+from research.attention.linear import (
+  check_causal_options,
+  linear_attention,
+  linear_weights,
+  segment_features,
+)
 from research.attention.masks import Segments, zero_padding
 
 
@@ -110,10 +115,7 @@ class HedgehogAttention(nn.Module):
     def __post_init__(self):
       if self.feature_dim < 0:
         raise ValueError(f"hedgehog feature_dim must be >= 0 (0 = head dim), got {self.feature_dim}")
-      if self.causal_form not in CAUSAL_FORMS:
-        raise ValueError(f"hedgehog causal_form {self.causal_form!r}; choose one of {', '.join(CAUSAL_FORMS)}")
-      if self.chunk_size <= 0:
-        raise ValueError(f"hedgehog chunk_size must be positive, got {self.chunk_size}")
+      check_causal_options("hedgehog", self.causal_form, self.chunk_size)
       if not self.eps > 0:
         raise ValueError(f"hedgehog eps must be > 0, got {self.eps}")
 

@@ -30,6 +30,14 @@ FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
 CAUSAL_FORMS = ("parallel", "recurrent", "chunked")
 
 
+def check_causal_options(variant: str, causal_form: str, chunk_size: int) -> None:
+  """Validation shared by every Config with a causal form and a chunk size (the linear and decay families)."""
+  if causal_form not in CAUSAL_FORMS:
+    raise ValueError(f"{variant} causal_form {causal_form!r}; choose one of {', '.join(CAUSAL_FORMS)}")
+  if chunk_size <= 0:
+    raise ValueError(f"{variant} chunk_size must be positive, got {chunk_size}")
+
+
 def segment_features(phi_BxLxHxF: jax.Array, segments: Segments) -> jax.Array:
   """φ̃ = onehot(segment) ⊗ φ: BxLxHx(G·F); all-zero at padding."""
   if segments.max_segments == 1:
@@ -169,10 +177,7 @@ class LinearAttention(nn.Module):
         raise ValueError("linear feature_map='identity' needs normalize=False (its denominator can vanish)")
       if self.feature_map not in FEATURE_MAPS:
         raise ValueError(f"linear feature_map {self.feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
-      if self.causal_form not in CAUSAL_FORMS:
-        raise ValueError(f"linear causal_form {self.causal_form!r}; choose one of {', '.join(CAUSAL_FORMS)}")
-      if self.chunk_size <= 0:
-        raise ValueError(f"linear chunk_size must be positive, got {self.chunk_size}")
+      check_causal_options("linear", self.causal_form, self.chunk_size)
       if not self.eps > 0:
         raise ValueError(f"linear eps must be > 0, got {self.eps}")
 

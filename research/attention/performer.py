@@ -43,7 +43,13 @@ import jax
 import jax.numpy as jnp
 
 from research.attention import check_call, register
-from research.attention.linear import CAUSAL_FORMS, linear_attention, linear_weights, segment_features
+from research.attention.linear import (
+  CAUSAL_FORMS,
+  check_causal_options,
+  linear_attention,
+  linear_weights,
+  segment_features,
+)
 from research.attention.masks import Segments, zero_padding
 
 COLLECTION = "random_features"
@@ -317,12 +323,9 @@ class PerformerAttention(nn.Module):
     def __post_init__(self):
       if self.kernel not in KERNELS:
         raise ValueError(f"performer kernel {self.kernel!r}; choose one of {', '.join(KERNELS)}")
-      if self.causal_form not in CAUSAL_FORMS:
-        raise ValueError(f"performer causal_form {self.causal_form!r}; choose one of {', '.join(CAUSAL_FORMS)}")
+      check_causal_options("performer", self.causal_form, self.chunk_size)
       if self.num_features <= 0:
         raise ValueError(f"performer num_features must be positive, got {self.num_features}")
-      if self.chunk_size <= 0:
-        raise ValueError(f"performer chunk_size must be positive, got {self.chunk_size}")
       if not self.eps > 0:
         raise ValueError(f"performer eps must be > 0, got {self.eps}")
       if not self.kernel_eps >= 0:

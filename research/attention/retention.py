@@ -34,13 +34,13 @@ import numpy as np
 
 from research.attention import check_call, register
 from research.attention.decay import (
-  FORMS,
   HeadNorm,
   decay_attention,
   mask_padding,
   segment_log_decay,
   segment_positions,
 )
+from research.attention.linear import check_causal_options
 from research.attention.masks import Segments, attention_mask, zero_padding
 
 
@@ -78,10 +78,7 @@ class Retention(nn.Module):
     norm_eps: float = 1e-5  # GroupNorm epsilon
 
     def __post_init__(self):
-      if self.causal_form not in FORMS:
-        raise ValueError(f"retention causal_form {self.causal_form!r}; choose one of {', '.join(FORMS)}")
-      if self.chunk_size <= 0:
-        raise ValueError(f"retention chunk_size must be positive, got {self.chunk_size}")
+      check_causal_options("retention", self.causal_form, self.chunk_size)
       if not isinstance(self.normalize_decay, bool):
         raise ValueError(f"retention normalize_decay must be True or False, got {self.normalize_decay!r}")
       if not self.norm_eps > 0:
