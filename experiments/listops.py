@@ -11,29 +11,14 @@ baseline by a wide margin (measured numbers are in the README).
 
 import ml_collections
 
-from research.config import apply_overrides, parse_overrides
-
-ALIASES = {"attention": "model.attention", "steps": "train.num_steps",
-           "positions": "model.positions", "batch_size": "train.batch_size"}
+from research.config import ALIASES, apply_overrides, base_config, parse_overrides
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   overrides = parse_overrides(arg)
   size = overrides.pop("size", "tiny")
-  c = ml_collections.ConfigDict()
-  c.task = "listops"
-  c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(
+  c = base_config("listops", data=dict(
     max_depth=3, max_args=5, min_length=16, max_length=96, num_train=20_000, num_val=1_000, num_test=2_000, seed=0))
-  c.model = ml_collections.ConfigDict(dict(
-    attention="softmax", attention_cfg=ml_collections.ConfigDict(), d_model=64, num_heads=4, num_layers=2,
-    mlp_dim=128, mlp="gelu", dropout=0.0, positions="learned", remat_policy="none", dtype="float32",
-    pool="cls", max_len=0, conv_kernel=0))  # max_len 0 -> data.max_length + 1
-  c.train = ml_collections.ConfigDict(dict(
-    batch_size=32, eval_batch_size=256, num_steps=600, learning_rate=1e-3, warmup_steps=60, schedule="cosine",
-    weight_decay=0.01, clip_norm=1.0, grad_accum=1, eval_every=100, log_every=25, keep_last=2,
-    best_metric="val_accuracy", crash_after_checkpoint=-1))  # crash_after_checkpoint: test hook (SIGKILL)
-  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor); -1 fills the devices
   if size == "lra":
     c.data.update(max_depth=10, max_args=10, min_length=500, max_length=2000, num_train=96_000, num_val=2_000,
                   num_test=2_000)

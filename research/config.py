@@ -99,3 +99,35 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   if not hasattr(module, "get_config"):
     raise ValueError(f"config file {path} defines no get_config(arg)")
   return module.get_config(arg or None)
+
+
+ALIASES = {"attention": "model.attention", "steps": "train.num_steps", "positions": "model.positions",
+           "batch_size": "train.batch_size", "lr": "train.learning_rate"}
+
+MODEL_DEFAULTS = dict(
+  attention="softmax", d_model=64, num_heads=4, num_layers=2, mlp_dim=128, mlp="gelu", dropout=0.0,
+  positions="learned", remat_policy="none", dtype="float32", pool="cls", max_len=0, conv_kernel=0)  # max_len 0: data
+TRAIN_DEFAULTS = dict(
+  batch_size=32, eval_batch_size=256, num_steps=600, learning_rate=1e-3, warmup_steps=60, schedule="cosine",
+  weight_decay=0.01, clip_norm=1.0, grad_accum=1, eval_every=100, log_every=25, keep_last=2,
+  best_metric="val_accuracy", best_mode="max", crash_after_checkpoint=-1)  # crash_after_checkpoint: test hook
+
+
+def base_config(task: str, data: dict | None = None, model: dict | None = None, train: dict | None = None
+                ) -> ml_collections.ConfigDict:
+  """The shared experiment skeleton: every option of the task's data Config (its defaults, then `data`),
+  the tiny CPU model and training defaults (then `model`, `train`), and a data-parallel mesh."""
+  import dataclasses
+
+  from research.data import tasks
+
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.seed = 0
+  data_defaults = {f.name: f.default for f in dataclasses.fields(tasks.module(task).Config)}
+  c.data = ml_collections.ConfigDict({**data_defaults, **(data or {})})
+  c.model = ml_collections.ConfigDict({**MODEL_DEFAULTS, **(model or {})})
+  c.model.attention_cfg = ml_collections.ConfigDict()
+  c.train = ml_collections.ConfigDict({**TRAIN_DEFAULTS, **(train or {})})
+  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor); -1 fills the devices
+  return c

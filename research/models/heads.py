@@ -53,3 +53,54 @@ class MaskedLM(nn.Module):
     logits = self.backbone.attend(x_BxLxE).astype(jnp.float32) + self.bias
     real_vocab_V = jnp.arange(self.encoder.padded_vocab) < self.encoder.vocab_size
     return jnp.where(real_vocab_V, logits, -1e9)  # vocabulary padding never gets probability
+
+
+def _pool(x_BxLxE: jax.Array, segments: Segments, pool: str) -> jax.Array:
+  if pool == "cls":
+    return x_BxLxE[:, 0].astype(jnp.float32)
+  valid_BxL = segments.valid.astype(jnp.float32)
+  return jnp.einsum("ble,bl->be", x_BxLxE.astype(jnp.float32), valid_BxL) / jnp.maximum(
+    valid_BxL.sum(-1, keepdims=True), 1.0)
+
+
+def _dense(features: int, name: str, axes: tuple, init=None) -> nn.Dense:
+  init = init or nn.initializers.lecun_normal()
+  return nn.Dense(features, name=name, dtype=jnp.float32, kernel_init=nn.with_logical_partitioning(init, axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+
+
+class PairClassifier(nn.Module):
+  """Siamese encoder over two inputs; logits from [u, v, u*v, u-v] of the pooled vectors (LRA Retrieval)."""
+
+  encoder: EncoderConfig
+  num_classes: int
+  pool: str = "cls"
+
+  @nn.compact
+  def __call__(self, tokens_a, segments_a: Segments, tokens_b, segments_b: Segments,
+               deterministic: bool = True) -> jax.Array:
+    enc = Encoder(self.encoder, name="encoder")
+    u = _pool(enc(tokens_a, segments_a, deterministic), segments_a, self.pool)
+    v = _pool(enc(tokens_b, segments_b, deterministic), segments_b, self.pool)
+    h = nn.gelu(_dense(self.encoder.d_model, "pre_logits", ("embed", "mlp"))(jnp.concatenate([u, v, u * v, u - v], -1)))
+    return _dense(self.num_classes, "logits", ("mlp", None), nn.initializers.zeros)(h)
+
+
+class DualEncoder(nn.Module):
+  """Two inputs -> unit vectors (shared encoder) and a learned inverse temperature, for in-batch contrast."""
+
+  encoder: EncoderConfig
+  pool: str = "mean"
+  init_scale: float = 20.0
+
+  @nn.compact
+  def __call__(self, tokens_a, segments_a: Segments, tokens_b, segments_b: Segments,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    enc = Encoder(self.encoder, name="encoder")
+    proj = _dense(self.encoder.d_model, "projection", ("embed", "mlp"))
+    za = proj(_pool(enc(tokens_a, segments_a, deterministic), segments_a, self.pool))
+    zb = proj(_pool(enc(tokens_b, segments_b, deterministic), segments_b, self.pool))
+    normalize = lambda z: z * jax.lax.rsqrt(jnp.sum(z * z, -1, keepdims=True) + 1e-12)  # noqa: E731
+    log_scale = self.param("log_scale", nn.with_logical_partitioning(
+      nn.initializers.constant(jnp.log(self.init_scale)), ()), ())
+    return normalize(za), normalize(zb), jnp.exp(log_scale)

@@ -14,11 +14,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from research.data.pipeline import Task, build_task, eval_batches, task_vocab_size, train_dataset
+from research.data import tasks
+from research.data.pipeline import Task, build_task, eval_batches, train_dataset
 from research.models.encoder import EncoderConfig
-from research.models.heads import Classifier
 from research.train.checkpoint import Checkpointer, abstract_like
 from research.train.metrics import MetricWriter
+from research.train.objectives import build_model, finalize
 from research.train.optimizer import SCHEDULES, make_optimizer
 from research.train.provenance import write_provenance
 from research.train.sharding import LOGICAL_RULES, batch_sharding, make_mesh
@@ -57,7 +58,10 @@ def validate(config) -> None:
     raise ValueError(f"train.schedule={t.schedule!r}; expected one of {', '.join(SCHEDULES)}")
   if config.model.pool not in ("cls", "mean"):
     raise ValueError(f"model.pool={config.model.pool!r}; expected cls or mean")
-  encoder_config(config, config.model.max_len or config.data.max_length + 1, task_vocab_size(config.task))
+  if t.best_mode not in ("max", "min"):
+    raise ValueError(f"train.best_mode={t.best_mode!r}; expected max or min")
+  tasks.make_config(config.task, config.data.to_dict())  # unknown task, unknown or bad data.* options
+  encoder_config(config, config.model.max_len or 1, 1)  # model options; lengths are checked once data exists
 
 
 def prepare_workdir(workdir: str | Path) -> Path:
@@ -77,15 +81,15 @@ def _check_divisible(name: str, size: int, shards: int) -> None:
     raise ValueError(f"{name}={size} must be divisible by the data*fsdp mesh size {shards}")
 
 
-def evaluate(p_eval, variables, split, batch_size: int, sharding) -> dict[str, float]:
+def evaluate(p_eval, variables, split, batch_size: int, sharding, kind: str = "classify") -> dict[str, float]:
   """Exact metrics over the whole split (the last partial batch is padded with weight 0)."""
   sums = None
   for batch in eval_batches(split, batch_size):
-    out = p_eval(variables, jax.device_put(batch, sharding))
+    out = jax.device_get(p_eval(variables, jax.device_put(batch, sharding)))
     sums = out if sums is None else jax.tree.map(np.add, sums, out)
-  sums = jax.device_get(sums)
-  assert int(sums["count"]) == len(split.labels), "evaluation must count every example exactly once"
-  return {"loss": float(sums["loss_sum"] / sums["count"]), "accuracy": float(sums["correct"] / sums["count"])}
+  if kind != "tokens":  # per-token kinds count masked positions instead
+    assert int(sums["count"]) == len(split["tokens"]), "evaluation must count every example exactly once"
+  return finalize(kind, sums)
 
 
 def train(config, workdir: str | Path, *, progress: bool = True, task: Task | None = None) -> dict:
@@ -102,26 +106,26 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
   _check_divisible("train.eval_batch_size", t.eval_batch_size, shards)
   write_provenance(workdir, config)
 
-  model = Classifier(enc_cfg, task.num_classes, config.model.pool)
+  model = build_model(task.kind, enc_cfg, task.num_classes, config.model.pool)
   tx = make_optimizer(t)
-  train_ds = train_dataset(task.splits["train"], t.batch_size, seed=config.seed)
+  train_ds = train_dataset(task, t.batch_size, seed=config.seed)
   data_iter = iter(train_ds.to_iter_dataset())
   bsh = batch_sharding(mesh)
   writer = MetricWriter(workdir)
   with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
-    state, state_sh = create_train_state(model, tx, config.seed, train_ds[0], mesh)
-    ckpt = Checkpointer(workdir / "checkpoints", t.keep_last, t.best_metric)
+    state, state_sh = create_train_state(model, tx, config.seed, train_ds[0], mesh, task.kind)
+    ckpt = Checkpointer(workdir / "checkpoints", t.keep_last, t.best_metric, t.best_mode)
     restored = ckpt.restore(abstract_like(state, state_sh), data_iter)
     start = 0
     if restored is not None:
       state, start = restored
       print(f"resumed from {workdir / 'checkpoints'} at step {start}", flush=True)
-    step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum)
+    step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum, kind=task.kind)
     p_train = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
     p_train = p_train.lower(state, jax.device_put(train_ds[0], bsh)).compile()
     mem = p_train.memory_analysis()
     compiled_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-    p_eval = jax.jit(functools.partial(eval_step, model=model), in_shardings=(state_sh.variables, bsh))
+    p_eval = jax.jit(functools.partial(eval_step, model=model, kind=task.kind), in_shardings=(state_sh.variables, bsh))
 
     curve, pending = _read_curve(workdir, start), None
     train_time, train_tokens = 0.0, 0
@@ -155,10 +159,10 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
         flush()
         jax.block_until_ready(state)
         train_time += time.perf_counter() - tic
-        val = evaluate(p_eval, state.variables, task.splits["val"], t.eval_batch_size, bsh)
+        val = evaluate(p_eval, state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
         writer.write(step + 1, "val", val)
         curve.append([step + 1, val["accuracy"]])
-        ckpt.save(step + 1, state, data_iter, metrics={"val_accuracy": val["accuracy"], "val_loss": val["loss"]})
+        ckpt.save(step + 1, state, data_iter, metrics={f"val_{k}": v for k, v in val.items()})
         if step + 1 == t.crash_after_checkpoint:  # test hook: die hard once this checkpoint is on disk
           ckpt.wait()
           os.kill(os.getpid(), signal.SIGKILL)
@@ -169,15 +173,16 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
 
     best = ckpt.best_step()
     best_state, _ = ckpt.restore(abstract_like(state, state_sh), None, step=best)
-    test = evaluate(p_eval, best_state.variables, task.splits["test"], t.eval_batch_size, bsh)
-    val_best = evaluate(p_eval, best_state.variables, task.splits["val"], t.eval_batch_size, bsh)
+    test = evaluate(p_eval, best_state.variables, task.splits["test"], t.eval_batch_size, bsh, task.kind)
+    val_best = evaluate(p_eval, best_state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
     writer.write(best, "test", test)
     writer.close()
     ckpt.close()
   summary = {
     "variant": config.model.attention, "seed": config.seed, "task": config.task,
     "params": count_params(state.params), "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-    "val_accuracy": val_best["accuracy"], "best_step": int(best), "num_steps": t.num_steps,
+    "val_accuracy": val_best["accuracy"], "best_step": int(best), "num_steps": t.num_steps, "kind": task.kind,
+    "test_metrics": test,
     "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
     "compiled_memory_bytes": compiled_bytes, "majority_baseline": task.majority_baseline,
     "seq_len": task.seq_len, "curve": curve, "device": jax.devices()[0].device_kind,

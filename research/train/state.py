@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from research.attention.masks import Segments
+from research.train.objectives import model_inputs
 from research.train.sharding import LOGICAL_RULES
 
 
@@ -30,12 +30,13 @@ class TrainState:
 
 
 def create_train_state(
-  model: nn.Module, tx: optax.GradientTransformation, seed: int, example_batch: dict, mesh: Mesh
+  model: nn.Module, tx: optax.GradientTransformation, seed: int, example_batch: dict, mesh: Mesh,
+  kind: str = "classify",
 ) -> tuple[TrainState, Any]:
   """Sharded state per LOGICAL_RULES; returns (state, state_shardings)."""
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
-    variables = dict(model.init(init_rng, example_batch["tokens"], Segments.from_batch(example_batch)))
+    variables = dict(model.init(init_rng, *model_inputs(kind, example_batch)))
     params = variables.pop("params")
     variables.pop("intermediates", None)
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), state_rng, variables)

@@ -52,12 +52,12 @@ def test_schedules_warm_up_then_follow_their_shape(kind):
 
 
 def test_evaluation_counts_every_example_once():
-  class Split:  # 10 examples, batch 4 -> batches of 4, 4, 2 (+2 padding rows of weight 0)
-    tokens = np.tile(np.arange(12, dtype=np.int32), (10, 1)) % 17
-    lengths = np.arange(3, 13, dtype=np.int32)
-    labels = np.arange(10, dtype=np.int32) % 10
-
-  batches = list(eval_batches(Split, 4))
+  split = {  # 10 examples, batch 4 -> batches of 4, 4, 2 (+2 padding rows of weight 0)
+    "tokens": np.tile(np.arange(12, dtype=np.int32), (10, 1)) % 17,
+    "lengths": np.arange(3, 13, dtype=np.int32),
+    "targets": np.arange(10, dtype=np.int32) % 10,
+  }
+  batches = list(eval_batches(split, 4))
   assert [b["weights"].tolist() for b in batches][-1] == [1, 1, 0, 0]
   assert sum(float(b["weights"].sum()) for b in batches) == 10
   model = Classifier(EncoderConfig(vocab_size=17, max_len=12, d_model=32, num_heads=4, num_layers=1, mlp_dim=64), 10)

@@ -522,3 +522,18 @@ def majority_baseline(splits: Mapping[str, Split]) -> tuple[int, float]:
         )
     label = int(np.argmax(np.bincount(train, minlength=NUM_CLASSES)))
     return label, float(np.mean(test == label))
+
+
+Config = ListOpsConfig
+
+
+def build(cfg: ListOpsConfig):
+    """The task-registry entry point (see research/data/tasks/base.py)."""
+    from research.data.tasks.base import Task, length_stats
+
+    splits = build_splits(cfg)
+    _, baseline = majority_baseline(splits)
+    arrays = {k: {"tokens": s.tokens, "lengths": s.lengths, "targets": s.labels} for k, s in splits.items()}
+    card = {"source": "seeded generator (Nangia & Bowman 2018; LRA)", "classes": NUM_CLASSES,
+            "sizes": {k: len(s) for k, s in splits.items()}, "lengths": length_stats(splits["train"].lengths)}
+    return Task("listops", "classify", arrays, len(VOCAB), cfg.max_length + 1, NUM_CLASSES, baseline, card)
