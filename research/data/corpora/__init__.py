@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 DATA_ENV = "RESEARCH_DATA"
+APT_LISTS = Path("/var/lib/apt/lists")
 
 
 class CorpusError(RuntimeError):
@@ -95,7 +96,7 @@ def read(name: str) -> list[dict]:
 
 def fetch_deb(package: str, dest: Path) -> Path:
   """`apt-get download` + `dpkg -x` into dest/root; returns that root."""
-  lists = Path("/var/lib/apt/lists")
+  lists = APT_LISTS
   if not any(lists.glob("*_Packages*")):
     raise CorpusError(f"cannot fetch Debian package {package!r}: the apt package lists in {lists} are missing; "
                       f"run `apt-get update` as root first")

@@ -1,0 +1,20 @@
+"""Word-in-context from WordNet example sentences: do two uses of a lemma share a synset? (test lemmas unseen)
+
+Needs the corpus once: research data install wordnet
+Launch (CPU, tiny; rows are "[CLS] s1 [SEP] s2", 64 sentencepiece tokens):
+  research train --config experiments/wic.py:attention=linear --workdir runs/wic-linear
+Baseline: 50% (every split is balanced). Polysemy needs context, so this probes contextual embeddings.
+"""
+
+import ml_collections
+
+from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  overrides = parse_overrides(arg)
+  size = overrides.pop("size", "tiny")
+  if size != "tiny":
+    raise ValueError(f"unknown size {size!r}; choose tiny")
+  c = base_config("wic", train=dict(batch_size=32, eval_batch_size=128, num_steps=600, eval_every=100))
+  return apply_overrides(c, overrides, ALIASES)
