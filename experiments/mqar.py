@@ -1,0 +1,21 @@
+"""Multi-query associative recall (Arora et al. 2023, Zoology): recall the value bound to each queried key.
+
+Launch (CPU, tiny: 128 tokens, 16 key-value pairs; the metric is accuracy at query positions):
+  research compare --config experiments/mqar.py --variants softmax,linear,based --seeds 1 --name mqar_tiny
+Zoology's finding to reproduce: fixed-size-state (linear) mixers degrade as num_kv grows at fixed width,
+softmax does not. Sweep data.num_kv (seq_len must be >= 4*num_kv, as in Zoology) and model.d_model.
+Baseline: the most frequent value (~1/126 at the default vocabulary).
+"""
+
+import ml_collections
+
+from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  overrides = parse_overrides(arg)
+  size = overrides.pop("size", "tiny")
+  if size != "tiny":
+    raise ValueError(f"unknown size {size!r}; choose tiny")
+  c = base_config("mqar", train=dict(batch_size=32, eval_batch_size=100, num_steps=600, eval_every=100))
+  return apply_overrides(c, overrides, ALIASES)

@@ -1,0 +1,25 @@
+"""Pathfinder (Linsley et al. 2018; LRA): are the two endpoints connected? 32x32 images as 1,024-pixel sequences.
+
+Launch (CPU, tiny):
+  research train --config experiments/pathfinder.py:attention=linear --workdir runs/pathfinder-linear
+  research train --config experiments/pathfinder.py:data.difficulty=hard --workdir runs/pathfinder-hard
+`size=lra` uses LRA's 32x32 with more data and a 4-layer d128 model (accelerator). Baseline: 50% (balanced).
+"""
+
+import ml_collections
+
+from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  overrides = parse_overrides(arg)
+  size = overrides.pop("size", "tiny")
+  c = base_config("pathfinder", model=dict(pool="mean"),
+                  train=dict(batch_size=16, eval_batch_size=50, num_steps=400, eval_every=100))
+  if size == "lra":
+    c.data.update(num_train=160_000, num_val=20_000, num_test=20_000)
+    c.model.update(d_model=128, num_heads=4, num_layers=4, mlp_dim=256, dtype="bfloat16")
+    c.train.update(batch_size=128, num_steps=20_000, eval_every=1_000, learning_rate=5e-4, warmup_steps=1_000)
+  elif size != "tiny":
+    raise ValueError(f"unknown size {size!r}; choose tiny or lra")
+  return apply_overrides(c, overrides, ALIASES)
