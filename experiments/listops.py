@@ -11,22 +11,15 @@ baseline by a wide margin (measured numbers are in the README).
 
 import ml_collections
 
-from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+from research.config import LRA_PRESET, base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
   c = base_config("listops", data=dict(
     max_depth=3, max_args=5, min_length=16, max_length=96, num_train=20_000, num_val=1_000, num_test=2_000, seed=0))
-  if size == "lra":
-    c.data.update(max_depth=10, max_args=10, min_length=500, max_length=2000, num_train=96_000, num_val=2_000,
-                  num_test=2_000)
-    c.model.update(d_model=256, num_heads=4, num_layers=4, mlp_dim=1024, dtype="bfloat16")
-    c.train.update(batch_size=32, num_steps=5_000, eval_every=500, learning_rate=5e-4, warmup_steps=500)
-  elif size != "tiny":
-    raise ValueError(f"unknown size {size!r}; choose tiny or lra")
-  return apply_overrides(c, overrides, ALIASES)
+  lra = {"data": dict(max_depth=10, max_args=10, min_length=500, max_length=2000, num_train=96_000, num_val=2_000,
+                      num_test=2_000), **LRA_PRESET}
+  return finish(c, arg, {"lra": lra})
 
 
 def sweep() -> list[str]:

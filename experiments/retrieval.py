@@ -9,18 +9,10 @@ Baseline: 50% (every split is balanced).
 
 import ml_collections
 
-from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+from research.config import LRA_PRESET, base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
   c = base_config("retrieval", data=dict(max_bytes=1024), model=dict(pool="mean"),
                   train=dict(batch_size=16, eval_batch_size=50, num_steps=400, eval_every=100))
-  if size == "lra":
-    c.data.max_bytes = 4096
-    c.model.update(d_model=256, num_heads=4, num_layers=4, mlp_dim=1024, dtype="bfloat16")
-    c.train.update(batch_size=32, num_steps=5_000, eval_every=500, learning_rate=5e-4, warmup_steps=500)
-  elif size != "tiny":
-    raise ValueError(f"unknown size {size!r}; choose tiny or lra")
-  return apply_overrides(c, overrides, ALIASES)
+  return finish(c, arg, {"lra": {"data": dict(max_bytes=4096), **LRA_PRESET}})

@@ -10,17 +10,13 @@ Baselines (test): tweets binary 68.5% majority; regression MSE of the train mean
 
 import ml_collections
 
-from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
-  if size != "tiny":
-    raise ValueError(f"unknown size {size!r}; choose tiny")
   c = base_config("sentiment", model=dict(pool="mean"),
                   train=dict(batch_size=32, eval_batch_size=128, num_steps=600, eval_every=100))
-  c = apply_overrides(c, overrides, ALIASES)
-  if c.data.target == "regression" and "train.best_metric" not in overrides:
+  c = finish(c, arg)
+  if c.data.target == "regression" and "best_metric" not in (arg or ""):
     c.train.best_metric = "val_pearson"
   return c

@@ -8,13 +8,9 @@ Baseline: 50% (every split is balanced). Polysemy needs context, so this probes 
 
 import ml_collections
 
-from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
-  if size != "tiny":
-    raise ValueError(f"unknown size {size!r}; choose tiny")
   c = base_config("wic", train=dict(batch_size=32, eval_batch_size=128, num_steps=600, eval_every=100))
-  return apply_overrides(c, overrides, ALIASES)
+  return finish(c, arg)

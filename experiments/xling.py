@@ -9,14 +9,10 @@ The metric is top-1 accuracy among the eval batch (train.eval_batch_size candida
 
 import ml_collections
 
-from research.config import ALIASES, apply_overrides, base_config, parse_overrides
+from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
-  if size != "tiny":
-    raise ValueError(f"unknown size {size!r}; choose tiny")
   c = base_config("xling", model=dict(pool="mean"),
                   train=dict(batch_size=32, eval_batch_size=100, num_steps=600, eval_every=100))
-  return apply_overrides(c, overrides, ALIASES)
+  return finish(c, arg)

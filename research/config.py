@@ -131,3 +131,22 @@ def base_config(task: str, data: dict | None = None, model: dict | None = None, 
   c.train = ml_collections.ConfigDict({**TRAIN_DEFAULTS, **(train or {})})
   c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor); -1 fills the devices
   return c
+
+
+LRA_PRESET = {  # LRA-scale model and schedule (accelerator); tasks add their data lengths
+  "model": dict(d_model=256, num_heads=4, num_layers=4, mlp_dim=1024, dtype="bfloat16"),
+  "train": dict(batch_size=32, num_steps=5_000, eval_every=500, learning_rate=5e-4, warmup_steps=500),
+}
+
+
+def finish(c: ml_collections.ConfigDict, arg: str | None, presets: dict[str, dict] | None = None
+           ) -> ml_collections.ConfigDict:
+  """Apply `size=<preset>` from arg (section -> updates; "tiny" is the config as built), then the other overrides."""
+  overrides = parse_overrides(arg)
+  size, presets = overrides.pop("size", "tiny"), presets or {}
+  if size != "tiny":
+    if size not in presets:
+      raise ValueError(f"unknown size {size!r}; choose one of {', '.join(['tiny', *presets])}")
+    for section, updates in presets[size].items():
+      c[section].update(updates)
+  return apply_overrides(c, overrides, ALIASES)

@@ -45,7 +45,7 @@ def test_unwritable_workdir(tmp_path, capsys):
 @pytest.mark.parametrize("spec,message", [
   ("experiments/nope.py", "config 'experiments/nope.py' is not an existing .py file"),
   ("experiments/listops.py:attention", "config override 'attention' is not of the form key=value"),
-  ("experiments/listops.py:size=huge", "unknown size 'huge'; choose tiny or lra"),
+  ("experiments/listops.py:size=huge", "unknown size 'huge'; choose one of tiny, lra"),
 ])
 def test_bad_config_spec(spec, message, tmp_path, capsys):
   assert main(["train", "--config", spec, "--workdir", str(tmp_path)]) == 2
