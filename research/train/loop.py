@@ -175,6 +175,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     best_state, _ = ckpt.restore(abstract_like(state, state_sh), None, step=best)
     test = evaluate(p_eval, best_state.variables, task.splits["test"], t.eval_batch_size, bsh, task.kind)
     val_best = evaluate(p_eval, best_state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
+    final = evaluate(p_eval, state.variables, task.splits["test"], t.eval_batch_size, bsh, task.kind)
     writer.write(best, "test", test)
     writer.close()
     ckpt.close()
@@ -182,7 +183,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     "variant": config.model.attention, "seed": config.seed, "task": config.task,
     "params": count_params(state.params), "test_accuracy": test["accuracy"], "test_loss": test["loss"],
     "val_accuracy": val_best["accuracy"], "best_step": int(best), "num_steps": t.num_steps, "kind": task.kind,
-    "test_metrics": test,
+    "test_metrics": test, "final_test_accuracy": final["accuracy"], "final_test_metrics": final,
     "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
     "compiled_memory_bytes": compiled_bytes, "majority_baseline": task.majority_baseline,
     "seq_len": task.seq_len, "curve": curve, "device": jax.devices()[0].device_kind,
