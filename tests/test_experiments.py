@@ -1,5 +1,6 @@
 """Every experiments/<task>.py config trains a few steps end to end (data -> encoder -> head -> eval -> summary)."""
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -26,8 +27,25 @@ SMALL = {  # keep each run to a few seconds: short rows, few examples
 TASK_OF = {"lra": "pathfinder"}
 
 
+ANALYSES = ("performer_approx",)  # experiments that measure rather than train
+
+
 def test_every_task_has_an_experiment():
-  assert sorted(p.stem for p in EXPERIMENTS.glob("*.py")) == sorted(SMALL)
+  assert sorted(p.stem for p in EXPERIMENTS.glob("*.py")) == sorted([*SMALL, *ANALYSES])
+
+
+def test_performer_approximation_improves_with_features(tmp_path):
+  spec = importlib.util.spec_from_file_location("performer_approx", EXPERIMENTS / "performer_approx.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("draws=3,features=(8,256),lengths=(64,),length=64,features_at_lengths=16,qk_std=0.5,"
+                        "head_dim=16,num_heads=2,settings=(('FAVOR+ orthogonal','softmax',True),('ReLU','relu',True))")
+  results = module.run(c, tmp_path)
+  (few, _), (many, _) = [row[1:] for row in results["vs_features"]["FAVOR+ orthogonal"]]
+  assert many < 0.6 * few  # the FAVOR+ estimator converges to exact softmax as m grows
+  relu = [row[1] for row in results["vs_features"]["ReLU"]]
+  assert min(relu) > 0.0  # a different kernel: never exact
+  assert {p.name for p in tmp_path.iterdir()} == {f"performer_approx.{ext}" for ext in ("json", "md", "png")}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))

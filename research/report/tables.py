@@ -1,17 +1,25 @@
-"""Compare-run reports: per-run `summary.json` files -> aggregated rows -> markdown table, JSON and a figure.
+"""Compare-run reports: per-run `summary.json` files -> aggregated rows -> markdown, CSV and JSON tables.
 
-A compare run trains one model per (variant, seed); each run directory holds a `summary.json`:
+A run directory written by `research/train/loop.py:train` holds a `summary.json`:
 
     {"variant": "linear", "seed": 0, "task": "listops", "params": 123456, "test_accuracy": 0.41,
-     "val_accuracy": 0.43, "tokens_per_s": 51234.5, "compiled_memory_bytes": 12345678, "wall_s": 95.2,
-     "majority_baseline": 0.10, "curve": [[100, 0.21], [200, 0.30]], ...}
+     "final_test_accuracy": 0.39, "val_accuracy": 0.43, "tokens_per_s": 51234.5,
+     "compiled_memory_bytes": 12345678, "wall_s": 95.2, "num_steps": 600, "seq_len": 129,
+     "majority_baseline": 0.10, "curve": [[100, 0.21], [200, 0.30]], "device": "cpu", ...}
 
-`aggregate` reduces them to one row per variant (means, sample stds with ddof=1), `markdown_table` renders
-the rows, `plot` draws validation curves and test accuracy bars, and `write_report` writes all three.
+plus, optionally, "label" (the sweep's set-combination, e.g. "model.d_model=64"; else derived from
+"overrides", a {key: value} object as research/sweep.py:summaries attaches) and "lr" (the learning rate;
+`research/report/runs.py` fills it from provenance.json). Older summaries may lack "final_test_accuracy".
+
+`aggregate` reduces runs to one row per (task, variant, label) with means and sample stds (ddof=1, None for
+a single seed) over seeds; `markdown_table`, `write_csv` and `write_report` render the rows. "test acc (best
+val)" is the test accuracy of the best-by-validation checkpoint, "test acc (final)" that of the last step —
+LRA's users were confused by the two, so both are reported. Figures live in `research/report/figures.py`.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 SUMMARY_FILE = "summary.json"
+MISSING = "—"
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
 
 # Fields every summary must carry (others, e.g. best_step, num_steps, seq_len, are kept but not required).
 REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
@@ -30,24 +40,52 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
   "seed": (int,),
   "task": (str,),
   "params": (int,),
-  "test_accuracy": (int, float),
-  "val_accuracy": (int, float),
-  "tokens_per_s": (int, float),
-  "compiled_memory_bytes": (int, float),
-  "wall_s": (int, float),
-  "majority_baseline": (int, float),
+  "test_accuracy": _NUM,
+  "val_accuracy": _NUM,
+  "tokens_per_s": _OPT_NUM,  # None when no training step was timed (e.g. a run resumed at its last step)
+  "compiled_memory_bytes": _OPT_NUM,
+  "wall_s": _NUM,
+  "majority_baseline": _NUM,
   "curve": (list,),
 }
+# Optional fields: checked only when present.
+OPTIONAL_FIELDS: dict[str, tuple[type, ...]] = {
+  "final_test_accuracy": _OPT_NUM,
+  "num_steps": (int,),
+  "seq_len": (int,),
+  "lr": _OPT_NUM,
+  "label": (str,),
+  "overrides": (dict, list),
+  "device": (str,),
+}
+NOT_LABELS = ("model.attention", "seed")  # overrides that are table columns already, left out of labels
 
+# Markdown columns; "label" is shown only when some row has one.
 COLUMNS = (
+  "task",
   "variant",
+  "label",
   "params",
-  "test acc (mean ± std, n seeds)",
+  "test acc, best val (mean ± std, n)",
+  "test acc, final",
   "val acc",
   "tokens/s",
   "compiled memory (MiB)",
   "wall (s)",
+  "steps",
+  "LR",
+  "majority",
 )
+
+# CSV columns (raw numbers, accuracies as fractions); empty cell = missing / undefined.
+CSV_FIELDS = (
+  "task", "variant", "label", "n_seeds", "seeds", "params",
+  "test_accuracy_mean", "test_accuracy_std", "final_test_accuracy_mean", "final_test_accuracy_std",
+  "final_n_seeds", "val_accuracy_mean", "val_accuracy_std", "tokens_per_s_mean", "tokens_per_s_std",
+  "compiled_memory_mib", "wall_s_mean", "wall_s_total", "num_steps", "lr", "majority_baseline", "seq_len", "device",
+)
+_CSV_STR = {"task", "variant", "label", "device"}
+_CSV_INT = {"n_seeds", "params", "final_n_seeds", "num_steps", "seq_len"}
 
 
 def _problems(summary: Any) -> list[str]:
@@ -58,12 +96,12 @@ def _problems(summary: Any) -> list[str]:
   missing = [k for k in REQUIRED_FIELDS if k not in summary]
   if missing:
     problems.append(f"missing required field(s) {missing}")
-  for key, types in REQUIRED_FIELDS.items():
+  for key, types in {**REQUIRED_FIELDS, **OPTIONAL_FIELDS}.items():
     if key not in summary:
       continue
     value = summary[key]
     if isinstance(value, bool) or not isinstance(value, types):
-      want = " or ".join(t.__name__ for t in types)
+      want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
       problems.append(f"field {key!r} should be {want}, got {type(value).__name__} {value!r}")
   curve = summary.get("curve")
   if isinstance(curve, list):
@@ -78,8 +116,17 @@ def _problems(summary: Any) -> list[str]:
   return problems
 
 
+def check_summary(summary: Any, where: str) -> None:
+  """Raises ValueError naming `where` (a path or a run description) if `summary` is malformed."""
+  problems = _problems(summary)
+  if problems:
+    raise ValueError(f"{where}: malformed run summary: {'; '.join(problems)}")
+
+
 def _describe(summary: Mapping[str, Any]) -> str:
-  return f"variant={summary.get('variant')!r} seed={summary.get('seed')!r}"
+  label = f" label={summary['label']!r}" if summary.get("label") else ""
+  label += f" overrides={summary['overrides']!r}" if summary.get("overrides") else ""
+  return f"task={summary.get('task')!r} variant={summary.get('variant')!r}{label} seed={summary.get('seed')!r}"
 
 
 def load_summaries(workdirs: Iterable[Path]) -> list[dict]:
@@ -98,79 +145,138 @@ def load_summaries(workdirs: Iterable[Path]) -> list[dict]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise ValueError(f"{path}: expected a JSON object with fields {list(REQUIRED_FIELDS)}, but it is not "
                        f"valid JSON ({e})") from e
-    problems = _problems(summary)
-    if problems:
-      raise ValueError(f"{path}: malformed run summary: {'; '.join(problems)}")
+    check_summary(summary, str(path))
     summaries.append(summary)
   return summaries
 
 
-def _mean(xs: Sequence[float]) -> float:
-  return float(np.mean(np.asarray(xs, dtype=np.float64)))
+def _mean(xs: Sequence[float]) -> float | None:
+  return float(np.mean(np.asarray(xs, dtype=np.float64))) if xs else None
 
 
-def _std(xs: Sequence[float]) -> float:
-  """Sample standard deviation (ddof=1); 0.0 for a single value."""
+def _std(xs: Sequence[float]) -> float | None:
+  """Sample standard deviation (ddof=1); None when undefined (fewer than two values)."""
   if len(xs) < 2:
-    return 0.0
+    return None
   return float(np.std(np.asarray(xs, dtype=np.float64), ddof=1))
 
 
-def aggregate(summaries: Sequence[Mapping[str, Any]]) -> list[dict]:
-  """One row per variant (first-seen order) with means and sample stds (ddof=1) over seeds.
+def format_overrides(overrides: Any, where: str) -> str:
+  """"k=v,k=v" of a {key: value} object, [key, value] pairs or "key=value" strings, leaving out NOT_LABELS."""
+  if isinstance(overrides, Mapping):
+    pairs = list(overrides.items())
+  elif isinstance(overrides, list | tuple):
+    pairs = []
+    for item in overrides:
+      if isinstance(item, str) and "=" in item:
+        pairs.append(tuple(item.split("=", 1)))
+      elif isinstance(item, list | tuple) and len(item) == 2:
+        pairs.append(tuple(item))
+      else:
+        raise ValueError(f"{where}: override {item!r} should be [key, value] or 'key=value'")
+  else:
+    raise ValueError(f"{where}: 'overrides' should be an object or a list, got {overrides!r}")
+  return ",".join(f"{k}={v}" for k, v in pairs if k not in NOT_LABELS)
 
-  Raises ValueError on: no summaries, a malformed summary, a duplicated (variant, seed), a variant whose
-  seeds disagree on `params` or `task`, or runs of the same task that disagree on `majority_baseline`.
+
+def label_of(summary: Mapping[str, Any]) -> str:
+  """A run's set-combination label: its "label", else its "overrides" (as research/sweep.py's summaries()
+  attach them) formatted "k=v,k=v", else ""."""
+  if summary.get("label"):
+    return summary["label"]
+  if summary.get("overrides"):
+    return format_overrides(summary["overrides"], _describe(summary))
+  return ""
+
+
+def group_key(summary: Mapping[str, Any]) -> tuple[str, str, str]:
+  """(task, variant, label): the unit a table row aggregates over seeds."""
+  return summary["task"], summary["variant"], label_of(summary)
+
+
+def series_name(variant: str, label: str = "") -> str:
+  """Legend / bar name of one (variant, label) series: "linear" or "linear [model.d_model=64]"."""
+  return f"{variant} [{label}]" if label else variant
+
+
+def _same(runs: Sequence[Mapping[str, Any]], field: str, what: str) -> Any:
+  """The one value of `field` over the runs that carry it (None if none does); ValueError if they disagree."""
+  values = [r[field] for r in runs if r.get(field) is not None]
+  distinct = list(dict.fromkeys(values))
+  if len(distinct) > 1:
+    if all(isinstance(v, _NUM) for v in distinct) and all(math.isclose(v, distinct[0], rel_tol=1e-9)
+                                                          for v in distinct):
+      return distinct[0]
+    detail = ", ".join(f"seed {r['seed']}: {r.get(field)}" for r in runs)
+    raise ValueError(f"{what}: {field} differs across seeds ({detail}); seeds of one row must be the same "
+                     "configuration (give runs with other settings a distinct 'label')")
+  return distinct[0] if distinct else None
+
+
+def aggregate(summaries: Sequence[Mapping[str, Any]]) -> list[dict]:
+  """One row per (task, variant, label): tasks in first-seen order, then rows in first-seen order within a task.
+
+  Means and sample stds (ddof=1; None with a single seed) over seeds of test accuracy (best-val checkpoint),
+  final-step test accuracy (over the seeds that report it; None if none does), val accuracy and tokens/s;
+  means of compiled memory (MiB) and wall time, plus the total wall time. Raises ValueError on: no summaries,
+  a malformed summary, a duplicated seed within a row, seeds of one row that disagree on params, lr,
+  num_steps or seq_len, or runs of one (task, label) that disagree on majority_baseline (all name the runs).
   """
   if not summaries:
     raise ValueError("aggregate: no summaries given")
-  groups: dict[str, list[Mapping[str, Any]]] = {}
-  baselines: dict[str, tuple[float, str]] = {}  # task -> (baseline, first run that stated it)
+  groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
   for s in summaries:
-    problems = _problems(s)
-    if problems:
-      raise ValueError(f"malformed run summary ({_describe(s) if isinstance(s, Mapping) else s!r}): "
-                       f"{'; '.join(problems)}")
-    runs = groups.setdefault(s["variant"], [])
+    check_summary(s, _describe(s) if isinstance(s, Mapping) else repr(s))
+    runs = groups.setdefault(group_key(s), [])
     if any(r["seed"] == s["seed"] for r in runs):
-      raise ValueError(f"variant {s['variant']!r}: seed {s['seed']} appears more than once")
+      raise ValueError(f"{_describe(s)}: seed {s['seed']} appears more than once (runs that differ in other "
+                       "settings need a distinct 'label')")
     runs.append(s)
-    task, base = s["task"], float(s["majority_baseline"])
-    if task in baselines:
-      if not math.isclose(baselines[task][0], base, rel_tol=1e-9, abs_tol=1e-12):
-        raise ValueError(f"task {task!r}: majority_baseline disagrees across runs: {baselines[task][0]} "
-                         f"({baselines[task][1]}) vs {base} ({_describe(s)})")
-    else:
-      baselines[task] = (base, _describe(s))
+  baselines: dict[tuple[str, str], tuple[float, str]] = {}  # (task, label) -> (baseline, first run stating it)
+  for s in summaries:
+    key, base = (s["task"], label_of(s)), float(s["majority_baseline"])
+    if key not in baselines:
+      baselines[key] = (base, _describe(s))
+    elif not math.isclose(baselines[key][0], base, rel_tol=1e-9, abs_tol=1e-12):
+      raise ValueError(f"task {key[0]!r}: majority_baseline disagrees across runs: {baselines[key][0]} "
+                       f"({baselines[key][1]}) vs {base} ({_describe(s)}); runs on other data need a distinct "
+                       "'label'")
 
+  task_order = list(dict.fromkeys(k[0] for k in groups))
   rows = []
-  for variant, runs in groups.items():
-    params = sorted({r["params"] for r in runs})
-    if len(params) != 1:
-      detail = ", ".join(f"seed {r['seed']}: {r['params']}" for r in runs)
-      raise ValueError(f"variant {variant!r}: params differ across seeds ({detail}); seeds of one variant "
-                       "must be the same model")
-    tasks = list(dict.fromkeys(r["task"] for r in runs))
-    if len(tasks) != 1:
-      raise ValueError(f"variant {variant!r}: runs span several tasks {tasks}; aggregate one task at a time")
+  for (task, variant, label), runs in sorted(groups.items(), key=lambda kv: task_order.index(kv[0][0])):
+    what = f"task {task!r} variant {variant!r}" + (f" label {label!r}" if label else "")
     n = len(runs)
     test = [r["test_accuracy"] for r in runs]
-    tps = [r["tokens_per_s"] for r in runs]
+    final = [r["final_test_accuracy"] for r in runs if r.get("final_test_accuracy") is not None]
+    val = [r["val_accuracy"] for r in runs]
+    tps = [r["tokens_per_s"] for r in runs if r.get("tokens_per_s") is not None]
+    mem = [r["compiled_memory_bytes"] / 2**20 for r in runs if r.get("compiled_memory_bytes") is not None]
+    wall = [r["wall_s"] for r in runs]
     rows.append({
+      "task": task,
       "variant": variant,
-      "task": tasks[0],
+      "label": label,
       "n_seeds": n,
       "seeds": [r["seed"] for r in runs],
-      "params": params[0],
+      "params": _same(runs, "params", what),
       "test_accuracy_mean": _mean(test),
       "test_accuracy_std": _std(test),
-      "std_defined": n > 1,
-      "val_accuracy_mean": _mean([r["val_accuracy"] for r in runs]),
+      "final_test_accuracy_mean": _mean(final),
+      "final_test_accuracy_std": _std(final),
+      "final_n_seeds": len(final),
+      "val_accuracy_mean": _mean(val),
+      "val_accuracy_std": _std(val),
       "tokens_per_s_mean": _mean(tps),
       "tokens_per_s_std": _std(tps),
-      "compiled_memory_mib": _mean([r["compiled_memory_bytes"] / 2**20 for r in runs]),
-      "wall_s_mean": _mean([r["wall_s"] for r in runs]),
-      "majority_baseline": baselines[tasks[0]][0],
+      "compiled_memory_mib": _mean(mem),
+      "wall_s_mean": _mean(wall),
+      "wall_s_total": float(sum(wall)),
+      "num_steps": _same(runs, "num_steps", what),
+      "lr": _same(runs, "lr", what),
+      "majority_baseline": float(_same(runs, "majority_baseline", what)),
+      "seq_len": _same(runs, "seq_len", what),
+      "device": ", ".join(dict.fromkeys(r["device"] for r in runs if r.get("device"))),
     })
   return rows
 
@@ -183,113 +289,99 @@ def _cell(text: str) -> str:
   return text.replace("|", "\\|")
 
 
-def _test_acc_cell(row: Mapping[str, Any]) -> str:
-  mean = _pct(row["test_accuracy_mean"])
-  n = row["n_seeds"]
-  if not row.get("std_defined", n > 1):
-    return f"{mean} ({n} seed{'s' if n != 1 else ''})"
-  return f"{mean} ± {_pct(row['test_accuracy_std'])} ({n} seeds)"
+def _acc_cell(mean: float | None, std: float | None, n: int | None = None) -> str:
+  if mean is None:
+    return MISSING
+  text = _pct(mean) if std is None else f"{_pct(mean)} ± {_pct(std)}"
+  return text if n is None else f"{text} ({n})"
 
 
 def _tokens_cell(row: Mapping[str, Any]) -> str:
-  mean = f"{row['tokens_per_s_mean']:,.0f}"
-  if not row.get("std_defined", row["n_seeds"] > 1):
-    return mean
-  return f"{mean} ± {row['tokens_per_s_std']:,.0f}"
+  mean, std = row["tokens_per_s_mean"], row["tokens_per_s_std"]
+  if mean is None:
+    return MISSING
+  return f"{mean:,.0f}" if std is None else f"{mean:,.0f} ± {std:,.0f}"
+
+
+def _opt(value: Any, fmt: str) -> str:
+  return MISSING if value is None else format(value, fmt)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], *, title: str, notes: Sequence[str] = ()) -> str:
-  """A GitHub markdown report: title, table (one row per variant), majority baseline line, notes as bullets.
+  """A GitHub markdown report: title, one table (rows grouped by task), notes as bullets.
 
-  Accuracies are percentages with one decimal (`41.3 ± 0.8 (2 seeds)`, or `41.3 (1 seed)` when the std is
-  undefined); tokens/s is `mean ± std`; params use thousands separators.
+  Accuracies are percentages with one decimal, `41.3 ± 0.8 (2)` = mean ± sample std (n seeds) or `41.3 (1)`
+  when the std is undefined; the final-step column adds `(n)` only when fewer seeds reported it; missing
+  values are "—"; params use thousands separators; LR is printed with %g.
   """
+  show_label = any(row.get("label") for row in rows)
+  columns = [c for c in COLUMNS if show_label or c != "label"]
   lines = [f"## {title}", ""]
-  lines.append("| " + " | ".join(COLUMNS) + " |")
-  lines.append("|" + "|".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + "|")
+  lines.append("| " + " | ".join(columns) + " |")
+  n_text = 3 if show_label else 2  # task, variant[, label] left-aligned; numbers right-aligned
+  lines.append("|" + "|".join(["---"] * n_text + ["---:"] * (len(columns) - n_text)) + "|")
   for row in rows:
-    cells = [
-      _cell(str(row["variant"])),
-      f"{row['params']:,}",
-      _test_acc_cell(row),
-      _pct(row["val_accuracy_mean"]),
+    n, n_final = row["n_seeds"], row["final_n_seeds"]
+    cells = [_cell(str(row["task"])), _cell(str(row["variant"]))]
+    if show_label:
+      cells.append(_cell(str(row.get("label") or "")))
+    cells += [
+      _opt(row["params"], ","),
+      _acc_cell(row["test_accuracy_mean"], row["test_accuracy_std"], n),
+      _acc_cell(row["final_test_accuracy_mean"], row["final_test_accuracy_std"],
+                n_final if 0 < n_final < n else None),
+      _acc_cell(row["val_accuracy_mean"], row["val_accuracy_std"]),
       _tokens_cell(row),
-      f"{row['compiled_memory_mib']:,.1f}",
-      f"{row['wall_s_mean']:,.1f}",
+      _opt(row["compiled_memory_mib"], ",.1f"),
+      _opt(row["wall_s_mean"], ",.1f"),
+      _opt(row["num_steps"], ","),
+      _opt(row["lr"], "g"),
+      _pct(row["majority_baseline"]),
     ]
     lines.append("| " + " | ".join(cells) + " |")
-  lines.append("")
-  baselines = dict.fromkeys((row.get("task"), row["majority_baseline"]) for row in rows)
-  if len(baselines) == 1:
-    ((_, base),) = baselines
-    lines.append(f"Majority-class baseline (test split): {_pct(base)}%.")
-  elif baselines:
-    parts = ", ".join(f"{task}: {_pct(base)}%" for task, base in baselines)
-    lines.append(f"Majority-class baseline (test split): {parts}.")
   if notes:
     lines.append("")
     lines.extend(f"- {note}" for note in notes)
   return "\n".join(lines) + "\n"
 
 
-def plot(summaries: Sequence[Mapping[str, Any]], path: Path) -> None:
-  """Left: validation accuracy vs step for every run (thin per seed, thick mean per variant, dashed majority
-  baseline). Right: test accuracy per variant with sample-std error bars. Saved as PNG at dpi 120.
+def _csv_value(field: str, value: Any) -> str:
+  if value is None:
+    return ""
+  if field == "seeds":
+    return ";".join(str(s) for s in value)
+  return repr(value) if isinstance(value, float) else str(value)  # repr: floats round-trip exactly
 
-  Uses the Agg canvas directly (no pyplot, no display, no global backend switch).
-  """
-  rows = aggregate(summaries)
-  fig = Figure(figsize=(12, 4.5))
-  FigureCanvasAgg(fig)
-  ax_curve, ax_bar = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
-  colours = [f"C{i % 10}" for i in range(len(rows))]
 
-  for row, colour in zip(rows, colours, strict=True):
-    runs = [s for s in summaries if s["variant"] == row["variant"]]
-    per_run: list[dict[float, float]] = []
-    for s in runs:
-      if not s["curve"]:
-        continue
-      steps, accs = zip(*sorted((float(a), float(b)) for a, b in s["curve"]), strict=True)
-      ax_curve.plot(steps, [100.0 * a for a in accs], color=colour, linewidth=0.8, alpha=0.45)
-      per_run.append(dict(zip(steps, accs, strict=True)))
-    if per_run:
-      common = sorted(set.intersection(*(set(c) for c in per_run)))  # mean only where every seed evaluated
-      if common:
-        mean = [100.0 * float(np.mean([c[st] for c in per_run])) for st in common]
-        label = f"{row['variant']} (n={row['n_seeds']})"
-        ax_curve.plot(common, mean, color=colour, linewidth=2.4, label=label)
+def write_csv(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
+  """Writes the rows' CSV_FIELDS with the csv module (header line; seeds as "0;1;2"; empty cell = None)."""
+  path = Path(path)
+  with path.open("w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: _csv_value(k, row.get(k)) for k in CSV_FIELDS})
+  return path
 
-  for i, base in enumerate(dict.fromkeys(row["majority_baseline"] for row in rows)):
-    for ax in (ax_curve, ax_bar):
-      ax.axhline(100.0 * base, color="0.3", linestyle="--", linewidth=1.0,
-                 label="majority baseline" if (i == 0 and ax is ax_curve) else None)
-  ax_curve.set_xlabel("training step")
-  ax_curve.set_ylabel("validation accuracy (%)")
-  ax_curve.set_title("Validation accuracy")
-  ax_curve.grid(alpha=0.3)
-  ax_curve.legend(fontsize="small")
 
-  x = np.arange(len(rows))
-  means = [100.0 * r["test_accuracy_mean"] for r in rows]
-  ax_bar.bar(x, means, color=colours)
-  with_std = [i for i, r in enumerate(rows) if r["std_defined"]]  # no error bar where the std is undefined
-  if with_std:
-    ax_bar.errorbar(x[with_std], [means[i] for i in with_std],
-                    yerr=[100.0 * rows[i]["test_accuracy_std"] for i in with_std],
-                    fmt="none", ecolor="black", capsize=4)
-  for i, r in enumerate(rows):
-    ax_bar.annotate(f"n={r['n_seeds']}", (x[i], means[i]), textcoords="offset points", xytext=(6, 3),
-                    fontsize="small")
-  ax_bar.set_xticks(x, [str(r["variant"]) for r in rows], rotation=30, ha="right")
-  ax_bar.set_xlabel("variant")
-  ax_bar.set_ylabel("test accuracy (%)")
-  ax_bar.set_title("Test accuracy (mean ± sample std over seeds)")
-  ax_bar.grid(axis="y", alpha=0.3)
-
-  fig.tight_layout()
-  fig.savefig(Path(path), dpi=120, format="png")
-  fig.clear()
+def read_csv(path: Path) -> list[dict]:
+  """Parses a `write_csv` file back into typed rows (the CSV_FIELDS of `aggregate`'s rows)."""
+  out = []
+  with Path(path).open(newline="") as f:
+    for raw in csv.DictReader(f):
+      row: dict[str, Any] = {}
+      for k in CSV_FIELDS:
+        v = raw[k]
+        if k in _CSV_STR:
+          row[k] = v
+        elif v == "":
+          row[k] = [] if k == "seeds" else None
+        elif k == "seeds":
+          row[k] = [int(s) for s in v.split(";")]
+        else:
+          row[k] = int(v) if k in _CSV_INT else float(v)
+      out.append(row)
+  return out
 
 
 def write_report(
@@ -299,14 +391,24 @@ def write_report(
   *,
   title: str,
   notes: Sequence[str] = (),
+  figures: bool = True,
 ) -> dict[str, Path]:
-  """Writes `<out_dir>/<name>.md`, `.json` and `.png`; returns {"md": ..., "json": ..., "png": ...}."""
+  """Writes `<out_dir>/<name>.md`, `.csv`, `.json` and (figures=True) the applicable figures of
+  `research/report/figures.py` (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`).
+
+  Returns {"md", "csv", "json", and "accuracy" / "curves" / "scaling" for each figure written}. The JSON holds
+  {"title", "notes", "rows", "runs"} with sorted keys, indent 2.
+  """
   out_dir = Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   rows = aggregate(summaries)
-  paths = {ext: out_dir / f"{name}.{ext}" for ext in ("md", "json", "png")}
+  paths = {ext: out_dir / f"{name}.{ext}" for ext in ("md", "csv", "json")}
   paths["md"].write_text(markdown_table(rows, title=title, notes=notes))
+  write_csv(rows, paths["csv"])
   payload = {"title": title, "notes": list(notes), "rows": rows, "runs": [dict(s) for s in summaries]}
   paths["json"].write_text(json.dumps(payload, sort_keys=True, indent=2) + "\n")
-  plot(summaries, paths["png"])
+  if figures:
+    from research.report import figures as figs  # figures imports this module
+
+    paths.update(figs.write_figures(summaries, out_dir, name))
   return paths

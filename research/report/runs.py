@@ -1,0 +1,163 @@
+"""Rebuild reports from run directories alone: `research report RUNS_DIR` calls `rebuild`.
+
+Layout read (any depth below RUNS_DIR): `<workdir>/summary.json` (written by research/train/loop.py:train),
+optionally `<workdir>/provenance.json` ({"config": config.to_dict(), ...}) and, in RUNS_DIR or any directory
+above a workdir, a `sweep.json` written by research/sweep.py:execute: a list of run records, or an object
+whose "runs" is that list. A record names its workdir by "workdir", "summary_path"/"summary" (the summary
+file) or "name" (a directory beside sweep.json), and its set-combination by "label" or "overrides" (a
+{key: value} object, [key, value] pairs or "key=value" strings; model.attention and seed are left out since
+they are columns already).
+
+Every summary found gets "workdir" (its path relative to RUNS_DIR), "lr" (summary's own, else
+provenance config.train.learning_rate) and "label" (summary's own, else the sweep record's, else absent).
+`select_lr` keeps, where one (task, variant, label) was trained at several learning rates, only the runs at
+the rate chosen on validation: best val_accuracy of the lowest seed, ties -> smaller rate (the rule of
+research/sweep.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from research.report import tables
+
+SWEEP_FILE = "sweep.json"
+PROVENANCE_FILE = "provenance.json"
+
+NOTES = (
+  "test acc, best val: test accuracy of the checkpoint with the best validation accuracy; test acc, final: "
+  "of the last step (— where the summary predates final-step evaluation); mean ± sample std over seeds (n)",
+  "tokens/s: real (non-padding) tokens per second of training steps, compile and evaluation excluded",
+  "compiled memory: XLA compile().memory_analysis() of the train step (temp + argument + output bytes); "
+  "not a device-memory measurement",
+)
+_METRIC = {"tokens": "masked-token accuracy", "match": "in-batch top-1 retrieval accuracy",
+           "regress": "sign accuracy"}
+
+
+def _load_json(path: Path, expected: str) -> Any:
+  try:
+    return json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: expected {expected}, but it cannot be read as JSON ({e})") from e
+
+
+def _sweep_records(runs_dir: Path) -> dict[Path, tuple[int, str | None]]:
+  """{resolved workdir: (order in its sweep.json, label or None)} from every sweep.json under runs_dir."""
+  found: dict[Path, tuple[int, str | None]] = {}
+  for path in sorted(runs_dir.rglob(SWEEP_FILE)):
+    data = _load_json(path, "a sweep record (a list of runs or an object with 'runs')")
+    records = data.get("runs") if isinstance(data, Mapping) else data
+    if not isinstance(records, list):
+      raise ValueError(f"{path}: expected a list of run records or an object with a 'runs' list")
+    for i, rec in enumerate(records):
+      if not isinstance(rec, Mapping):
+        raise ValueError(f"{path}: run record {i} should be a JSON object, got {rec!r}")
+      if rec.get("workdir"):
+        workdir = path.parent / rec["workdir"]
+      elif isinstance(rec.get("summary_path") or rec.get("summary"), str):
+        workdir = (path.parent / (rec.get("summary_path") or rec["summary"])).parent
+      elif rec.get("name"):
+        workdir = path.parent / rec["name"]
+      else:
+        continue
+      if isinstance(rec.get("label"), str):
+        label = rec["label"]
+      elif rec.get("overrides") is not None:
+        label = tables.format_overrides(rec["overrides"], f"{path}: run record {i}")
+      else:
+        label = None
+      found[workdir.resolve()] = (i, label)
+  return found
+
+
+def _natural(parts: Sequence[str]) -> list[tuple]:
+  """Sort key comparing digit runs as numbers: "len=256" before "len=1024", "seed2" before "seed10"."""
+  return [tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", p)) for p in parts]
+
+
+def find_summaries(runs_dir: Path) -> list[dict]:
+  """Every `summary.json` below runs_dir (sweep order where a sweep.json lists the run, then natural path order), with
+  "workdir", "lr" and "label" attached as the module docstring says.
+
+  Raises FileNotFoundError if runs_dir is not a directory, ValueError naming the file for an unreadable or
+  malformed summary.json, provenance.json or sweep.json.
+  """
+  runs_dir = Path(runs_dir)
+  if not runs_dir.is_dir():
+    raise FileNotFoundError(f"{runs_dir}: expected a directory of run workdirs (each with {tables.SUMMARY_FILE})")
+  records = _sweep_records(runs_dir)
+  found = []
+  for path in sorted(runs_dir.rglob(tables.SUMMARY_FILE)):
+    summary = _load_json(path, f"a run summary with fields {list(tables.REQUIRED_FIELDS)}")
+    tables.check_summary(summary, str(path))
+    workdir = path.parent
+    summary["workdir"] = workdir.relative_to(runs_dir).as_posix()
+    prov_path = workdir / PROVENANCE_FILE
+    if summary.get("lr") is None and prov_path.is_file():
+      prov = _load_json(prov_path, "provenance ({'config': ...})")
+      lr = prov.get("config", {}).get("train", {}).get("learning_rate") if isinstance(prov, Mapping) else None
+      if isinstance(lr, int | float) and not isinstance(lr, bool):
+        summary["lr"] = float(lr)
+    order, label = records.get(workdir.resolve(), (None, None))
+    if not summary.get("label") and label:
+      summary["label"] = label
+    found.append((order is None, order or 0, _natural(path.relative_to(runs_dir).parts), summary))
+  found.sort(key=lambda t: t[:3])
+  return [t[3] for t in found]
+
+
+def select_lr(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[str]]:
+  """Keeps, per (task, variant, label) trained at several "lr"s, only the runs at the rate with the best
+  val_accuracy at the lowest seed (ties -> smaller rate). Returns (kept summaries in input order, one note per
+  such row: "listops softmax: LR on validation (seed 0): 0.0001 → 31.0, 0.0003 → 35.2 (chosen)").
+  """
+  groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+  for s in summaries:
+    groups.setdefault(tables.group_key(s), []).append(s)
+  dropped: set[int] = set()
+  notes = []
+  for (task, variant, label), runs in groups.items():
+    lrs = sorted({s["lr"] for s in runs if s.get("lr") is not None})
+    if len(lrs) < 2:
+      continue
+    seed = min(s["seed"] for s in runs)
+    val = {s["lr"]: s["val_accuracy"] for s in runs if s["seed"] == seed and s.get("lr") is not None}
+    chosen = min(val, key=lambda lr: (-val[lr], lr))
+    dropped.update(id(s) for s in runs if s.get("lr") != chosen)
+    grid = ", ".join(f"{lr:g} → {100 * val[lr]:.1f}" + (" (chosen)" if lr == chosen else "") for lr in sorted(val))
+    notes.append(f"{task} {tables.series_name(variant, label)}: LR on validation accuracy (seed {seed}): {grid}")
+  return [dict(s) for s in summaries if id(s) not in dropped], notes
+
+
+def _notes(every: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], runs_dir: Path,
+           lr_notes: Sequence[str]) -> list[str]:
+  """Run count, devices and total wall time (of every run found, LR-search runs included), metric names."""
+  devices = ", ".join(dict.fromkeys(str(s.get("device") or "unknown") for s in every))
+  wall = sum(s["wall_s"] for s in every)
+  notes = [f"{len(every)} runs from {runs_dir} ({len(summaries)} in the table); device: {devices}; total wall time "
+           f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s)"]
+  kinds = {s["task"]: s.get("kind") for s in summaries}
+  metrics = [f"{task}: {_METRIC[kind]}" for task, kind in kinds.items() if kind in _METRIC]
+  if metrics:
+    notes.append("metric where not classification accuracy: " + "; ".join(metrics))
+  return notes + list(NOTES) + list(lr_notes)
+
+
+def rebuild(runs_dir: Path, out_dir: Path, name: str, title: str | None = None) -> dict[str, Path]:
+  """Reads every run below runs_dir and writes `<out_dir>/<name>.md`, `.csv`, `.json` and the applicable
+  figures (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`); returns {kind: path} as
+  `research.report.tables.write_report` does. Raises ValueError if no summary.json is found."""
+  runs_dir = Path(runs_dir)
+  summaries = find_summaries(runs_dir)
+  if not summaries:
+    raise ValueError(f"{runs_dir}: no {tables.SUMMARY_FILE} found below it (expected run workdirs written by "
+                     "`research train` or `research compare`)")
+  kept, lr_notes = select_lr(summaries)
+  tasks = ", ".join(dict.fromkeys(s["task"] for s in kept))
+  return tables.write_report(kept, Path(out_dir), name, title=title or f"{name}: {tasks}",
+                             notes=_notes(summaries, kept, runs_dir, lr_notes))

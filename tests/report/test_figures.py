@@ -1,0 +1,66 @@
+"""Report figures: each writes a real PNG, and returns None (writing nothing) when its data is absent."""
+
+from __future__ import annotations
+
+from research.report import figures
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _run(variant: str, seed: int, *, task: str = "listops", seq_len: int = 128, label: str = "",
+         curve: list | None = None, base: float = 0.1) -> dict:
+  s = {
+    "variant": variant, "seed": seed, "task": task, "params": 1000, "test_accuracy": 0.3 + 0.01 * seed,
+    "final_test_accuracy": 0.28, "val_accuracy": 0.3, "tokens_per_s": 1e5 / seq_len * (2 if variant == "linear" else 1),
+    "compiled_memory_bytes": seq_len**2 * 1000, "wall_s": 1.0, "majority_baseline": base, "seq_len": seq_len,
+    "curve": [[10, 0.1], [20, 0.2 + 0.01 * seed]] if curve is None else curve,
+  }
+  if label:
+    s["label"] = label
+  return s
+
+
+def _is_png(path) -> bool:
+  data = path.read_bytes()
+  return data[:8] == PNG_MAGIC and len(data) > 2000
+
+
+def test_accuracy_bars(tmp_path):
+  runs = [_run(v, s, task=t, base=b) for t, b in (("listops", 0.1), ("pathfinder", 0.5))
+          for v in ("softmax", "linear", "performer") for s in range(3)]
+  runs.append(_run("local", 0, task="pathfinder", base=0.5))  # one seed: no error bar
+  path = figures.accuracy(runs, tmp_path / "sub" / "acc.png")
+  assert path == tmp_path / "sub" / "acc.png" and _is_png(path)
+  assert figures.accuracy([], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
+def test_curves(tmp_path):
+  runs = [_run(v, s, task=t) for t in ("listops", "pathfinder", "text", "retrieval") for v in ("softmax", "linear")
+          for s in range(2)]
+  runs.append(_run("softmax", 2, curve=[[10, 0.1]]))  # a seed with fewer eval points: mean on common steps
+  assert _is_png(figures.curves(runs, tmp_path / "curves.png"))
+  no_curves = [_run("softmax", 0, curve=[]), _run("linear", 0, curve=[])]
+  assert figures.curves(no_curves, tmp_path / "c2.png") is None and not (tmp_path / "c2.png").exists()
+
+
+def test_scaling(tmp_path):
+  one_length = [_run(v, s) for v in ("softmax", "linear") for s in range(2)]
+  assert figures.scaling(one_length, tmp_path / "s0.png") is None and not (tmp_path / "s0.png").exists()
+  one_per_task = [_run("softmax", 0, task="listops", seq_len=64), _run("softmax", 0, task="text", seq_len=1024)]
+  assert figures.scaling(one_per_task, tmp_path / "s0.png") is None and not (tmp_path / "s0.png").exists()
+  lengths = [_run(v, s, seq_len=n, label=f"data.max_length={n}") for v in ("softmax", "linear")
+             for n in (128, 256, 512) for s in range(2)]
+  assert _is_png(figures.scaling(lengths, tmp_path / "s1.png"))
+  # The length label is implied by seq_len, so lines are per variant; a width sweep at every length is not.
+  assert {t: list(lines) for t, lines in figures._scaling_series(lengths).items()} == {"listops": ["softmax", "linear"]}
+  widths = [_run("linear", 0, seq_len=n, label=f"model.d_model={d}") for n in (64, 128) for d in (32, 64)]
+  widths.append(_run("softmax", 0, seq_len=64, label="model.d_model=32"))  # one length only: left out
+  assert list(figures._scaling_series(widths)["listops"]) == ["linear [model.d_model=32]", "linear [model.d_model=64]"]
+  assert _is_png(figures.scaling(widths, tmp_path / "s2.png"))
+
+
+def test_write_figures_keys(tmp_path):
+  runs = [_run(v, 0, seq_len=n, label=str(n)) for v in ("softmax", "linear") for n in (64, 128)]
+  out = figures.write_figures(runs, tmp_path, "x")
+  assert out == {k: tmp_path / f"x_{k}.png" for k in ("accuracy", "curves", "scaling")}
+  assert all(_is_png(p) for p in out.values())

@@ -1,0 +1,131 @@
+"""Rebuilding reports from workdirs alone: discovery, provenance LR, sweep labels, LR selection, rebuild()."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from research.report import runs as report_runs
+from research.report import tables
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _summary(variant: str, seed: int, *, task: str = "listops", val: float = 0.5, test: float = 0.4,
+             seq_len: int = 129, base: float = 0.1) -> dict:
+  return {
+    "variant": variant, "seed": seed, "task": task, "kind": "classify", "params": 5000, "test_accuracy": test,
+    "final_test_accuracy": test - 0.01, "val_accuracy": val, "best_step": 20, "num_steps": 20,
+    "tokens_per_s": 1e6 / seq_len, "compiled_memory_bytes": seq_len * 2**16, "wall_s": 30.0,
+    "majority_baseline": base, "seq_len": seq_len, "curve": [[10, val - 0.1], [20, val]], "device": "cpu",
+  }
+
+
+def _workdir(root: Path, rel: str, summary: dict | str | None, lr: float | None = None) -> Path:
+  workdir = root / rel
+  workdir.mkdir(parents=True)
+  if summary is not None:
+    (workdir / "summary.json").write_text(summary if isinstance(summary, str) else json.dumps(summary))
+  if lr is not None:
+    config = {"task": "listops", "seed": 0, "train": {"learning_rate": lr, "num_steps": 20}}
+    (workdir / "provenance.json").write_text(json.dumps({"config": config, "git_sha": "abc"}))
+  return workdir
+
+
+def test_find_summaries_attaches_workdir_lr_and_sweep_labels(tmp_path):
+  _workdir(tmp_path, "b/softmax-seed0", _summary("softmax", 0), lr=1e-3)
+  _workdir(tmp_path, "a/linear-seed0", _summary("linear", 0))
+  _workdir(tmp_path, "a/linear-seed0/checkpoints", None)  # directories without a summary are ignored
+  _workdir(tmp_path, "sweep/w32", _summary("linear", 0), lr=3e-4)
+  _workdir(tmp_path, "sweep/w64", _summary("linear", 0), lr=3e-4)
+  sweep = {"runs": [
+    {"name": "w64", "variant": "linear", "seed": 0, "overrides": [["model.d_model", 64], ["seed", 0]]},
+    {"summary_path": "w32/summary.json", "overrides": {"model.d_model": 32, "model.attention": "linear"}},
+  ]}
+  (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(sweep))
+
+  found = report_runs.find_summaries(tmp_path)
+  # Sweep-listed runs first in sweep order, then the rest in path order.
+  assert [s["workdir"] for s in found] == ["sweep/w64", "sweep/w32", "a/linear-seed0", "b/softmax-seed0"]
+  assert [s.get("label") for s in found] == ["model.d_model=64", "model.d_model=32", None, None]
+  assert [s.get("lr") for s in found] == [3e-4, 3e-4, None, 1e-3]
+  assert [(r["variant"], r["label"]) for r in tables.aggregate(found)] == [
+    ("linear", "model.d_model=64"), ("linear", "model.d_model=32"), ("linear", ""), ("softmax", "")]
+
+
+def test_malformed_files_are_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nowhere"):
+    report_runs.find_summaries(tmp_path / "nowhere")
+  _workdir(tmp_path, "ok", _summary("softmax", 0))
+  bad = _workdir(tmp_path, "x/bad", "{oops")
+  with pytest.raises(ValueError, match=re.escape(str(bad / "summary.json")) + ".*cannot be read as JSON"):
+    report_runs.find_summaries(tmp_path)
+  partial = _summary("softmax", 1)
+  del partial["val_accuracy"]
+  (bad / "summary.json").write_text(json.dumps(partial))
+  with pytest.raises(ValueError, match=re.escape(str(bad / "summary.json")) + ".*malformed.*val_accuracy"):
+    report_runs.rebuild(tmp_path, tmp_path / "out", "r")
+  (bad / "summary.json").write_text(json.dumps(_summary("softmax", 1)))
+  (bad / "provenance.json").write_text("[")
+  with pytest.raises(ValueError, match=re.escape(str(bad / "provenance.json"))):
+    report_runs.find_summaries(tmp_path)
+  (bad / "provenance.json").unlink()
+  (tmp_path / "sweep.json").write_text(json.dumps({"runs": 3}))
+  with pytest.raises(ValueError, match=re.escape(str(tmp_path / "sweep.json")) + ".*'runs' list"):
+    report_runs.find_summaries(tmp_path)
+  (tmp_path / "sweep.json").unlink()
+  assert len(report_runs.find_summaries(tmp_path)) == 2
+  with pytest.raises(ValueError, match="no summary.json found"):
+    report_runs.rebuild(_workdir(tmp_path, "empty", None), tmp_path / "o", "r")
+
+
+def test_select_lr_on_validation():
+  runs = []
+  for lr, val in ((1e-4, 0.30), (3e-4, 0.45), (1e-3, 0.45), (3e-3, 0.20)):  # tie: smaller rate wins
+    runs.append({**_summary("softmax", 0, val=val), "lr": lr})
+  runs += [{**_summary("softmax", s, val=0.1), "lr": 3e-4} for s in (1, 2)]  # stage 2 at the chosen rate
+  runs += [{**_summary("linear", s), "lr": 1e-3} for s in (0, 1)]  # one rate: untouched
+  kept, notes = report_runs.select_lr(runs)
+  assert [(s["variant"], s["seed"], s["lr"]) for s in kept] == [
+    ("softmax", 0, 3e-4), ("softmax", 1, 3e-4), ("softmax", 2, 3e-4), ("linear", 0, 1e-3), ("linear", 1, 1e-3)]
+  assert notes == ["listops softmax: LR on validation accuracy (seed 0): 0.0001 → 30.0, 0.0003 → 45.0 (chosen), "
+                   "0.001 → 45.0, 0.003 → 20.0"]
+  rows = tables.aggregate(kept)
+  assert [(r["variant"], r["n_seeds"], r["lr"]) for r in rows] == [("softmax", 3, 3e-4), ("linear", 2, 1e-3)]
+
+
+def test_rebuild_writes_every_file(tmp_path):
+  runs_dir = tmp_path / "runs"
+  for task, base in (("listops", 0.1), ("pathfinder", 0.5)):
+    for variant in ("softmax", "linear"):
+      for seed in range(2):
+        _workdir(runs_dir, f"{task}/{variant}-seed{seed}",
+                 _summary(variant, seed, task=task, base=base, test=0.4 + seed / 10), lr=1e-3)
+      for n in (256, 512):  # a length sweep for the scaling figure
+        _workdir(runs_dir, f"{task}/len{n}/{variant}", {**_summary(variant, 0, task=task, base=base, seq_len=n),
+                                                        "label": f"len={n}"})
+  _workdir(runs_dir, "listops/lrsearch", {**_summary("softmax", 0, val=0.2), "label": "", "lr": 1e-2})
+  out = tmp_path / "results"
+  paths = report_runs.rebuild(runs_dir, out, "lra_tiny")
+  assert paths == {"md": out / "lra_tiny.md", "csv": out / "lra_tiny.csv", "json": out / "lra_tiny.json",
+                   "accuracy": out / "lra_tiny_accuracy.png", "curves": out / "lra_tiny_curves.png",
+                   "scaling": out / "lra_tiny_scaling.png"}
+  for key in ("accuracy", "curves", "scaling"):
+    data = paths[key].read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 2000
+  md = paths["md"].read_text()
+  assert md.startswith("## lra_tiny: listops, pathfinder\n")
+  assert "| listops | softmax |  | 5,000 | 45.0 ± 7.1 (2) | 44.0 ± 7.1 |" in md
+  assert "| 20 | 0.001 | 10.0 |" in md
+  assert "listops softmax: LR on validation accuracy (seed 0): 0.001 → 50.0 (chosen), 0.01 → 20.0" in md
+  assert "17 runs from " in md and "(16 in the table); device: cpu; total wall time 0.14 h (510 s" in md
+  data = json.loads(paths["json"].read_text())
+  assert len(data["runs"]) == 16 and all("workdir" in s for s in data["runs"])
+  assert tables.read_csv(paths["csv"]) == [{k: r[k] for k in tables.CSV_FIELDS} for r in data["rows"]]
+  assert len(data["rows"]) == 12  # 2 tasks x 2 variants x (1 + 2 length labels)
+
+  only_listops = report_runs.rebuild(runs_dir / "listops" / "softmax-seed0", out, "one", title="One run")
+  assert "scaling" not in only_listops and only_listops["md"].read_text().startswith("## One run\n")
