@@ -1,4 +1,7 @@
-"""`research train|compare`: the command line. Bad input ends with one clear `error:` line, exit code 2."""
+"""`research train|compare|report|variants|data`: the command line.
+
+Bad input ends with one clear `error:` line, exit code 2.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from research.config import apply_overrides, load_config
+from research.config import load_config
 
 
 def _train(args) -> dict:
@@ -30,47 +33,45 @@ def _same_config(workdir: Path, config) -> bool:
 def _compare(args) -> list[dict]:
   import jax
 
-  from research.data.pipeline import build_task
+  from research import sweep
   from research.report.tables import write_report
-  from research.train.loop import train, validate
 
-  variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-  if not variants:
-    raise ValueError(f"--variants {args.variants!r} names no variant (expected e.g. softmax,linear)")
   if args.seeds <= 0:
     raise ValueError(f"--seeds must be positive, got {args.seeds}")
-  configs = []
-  for variant in variants:
-    for seed in range(args.seeds):
-      config = apply_overrides(load_config(args.config), {"model.attention": variant, "seed": seed})
-      validate(config)  # every run's config is checked before the first one starts
-      configs.append(config)
-  task = build_task(configs[0].task, configs[0].data.to_dict())
-  summaries = []
-  for config in configs:
-    workdir = Path(args.workdir) / f"{config.model.attention}-seed{config.seed}"
-    if _same_config(workdir, config):
-      print(f"reusing finished run {workdir}", flush=True)
-      summaries.append(json.loads((workdir / "summary.json").read_text()))
-      continue
-    summaries.append(train(config, workdir, progress=not args.no_progress, task=task))
-  c = configs[0]
-  sizes = " / ".join(f"{len(a['tokens'])} {k}" for k, a in task.splits.items())
-  metric = {"tokens": "masked-token accuracy", "match": "in-batch top-1 retrieval accuracy",
-            "regress": "sign accuracy"}.get(task.kind, "accuracy")
+  try:
+    lr_grid = tuple(float(x) for x in args.lr_grid.split(",") if x.strip()) if args.lr_grid else ()
+  except ValueError:
+    raise ValueError(f"--lr-grid {args.lr_grid!r}; expected comma-separated numbers, e.g. 1e-4,3e-4,1e-3") from None
+  runs = sweep.plan(args.config, args.variants, args.seeds, args.set or (), lr_grid, args.match_params)
+  records = sweep.execute(runs, args.config, args.workdir, progress=not args.no_progress)
+  summaries = sweep.summaries(records)
+  if not summaries:
+    raise ValueError(f"no run of the sweep in {args.workdir} finished (see {args.workdir}/sweep.json)")
   notes = [
-    f"device: {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)); task {c.task} ({task.kind}), "
-    f"{sizes} examples, {task.seq_len} tokens per row",
-    f"model: {c.model.num_layers} layers, d_model {c.model.d_model}, {c.model.num_heads} heads, "
-    f"{c.train.num_steps} steps of batch {c.train.batch_size}; test {metric} of the best-validation checkpoint",
+    f"device: {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)); config {args.config}"
+    + (f"; --set {' '.join(args.set)}" if args.set else "")
+    + (f"; learning rate chosen on validation (seed {min(r.seed for r in runs)}) from {list(lr_grid)}" if lr_grid
+       else "") + (f"; widths matched to {args.match_params}'s parameter count" if args.match_params else ""),
+    "test acc, best val: the checkpoint with the best validation accuracy; final: the last step "
+    "(mean ± sample std over seeds). For `tokens` tasks the metric is masked-token accuracy, for `match` tasks "
+    "in-batch top-1 retrieval, for regression sign accuracy.",
     "tokens/s: real (non-padding) tokens per second of training steps, compile and evaluation excluded",
     "compiled memory: XLA compile().memory_analysis() of the train step (temp + argument + output bytes); "
     "not a device-memory measurement",
   ]
-  paths = write_report(summaries, Path(args.out), args.name, title=f"{c.task}: attention variants", notes=notes)
+  title = f"{Path(args.config.partition(':')[0]).stem}: attention variants"
+  paths = write_report(summaries, Path(args.out), args.name, title=title, notes=notes)
   print(Path(paths["md"]).read_text())
   print("wrote " + ", ".join(str(p) for p in paths.values()))
   return summaries
+
+
+def _report(args) -> None:
+  from research.report.runs import rebuild
+
+  paths = rebuild(args.runs_dir, Path(args.out), args.name or Path(args.runs_dir).name)
+  print(Path(paths["md"]).read_text())
+  print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def variants_table(length: int = 4096, heads: int = 4, head_dim: int = 64) -> str:
@@ -142,11 +143,23 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   p.add_argument("--variants", default="softmax,linear", help="comma-separated registry names")
   p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                 help="override for every run; repeat a key to sweep it (a grid axis), "
+                 "e.g. --set data.num_kv=4 --set data.num_kv=8")
+  p.add_argument("--lr-grid", default="", help="choose the learning rate on validation at the first seed, "
+                 "e.g. 1e-4,3e-4,1e-3,3e-3; the other seeds train at the chosen rate")
+  p.add_argument("--match-params", metavar="VARIANT", help="scale every other variant's width to this "
+                 "variant's parameter count")
   p.add_argument("--workdir", default="runs/compare")
   p.add_argument("--out", default="results")
   p.add_argument("--name", default="compare")
   p.add_argument("--no-progress", action="store_true")
   p.set_defaults(func=_compare)
+  p = sub.add_parser("report", help="rebuild tables and figures from finished run directories")
+  p.add_argument("runs_dir")
+  p.add_argument("--out", default="results")
+  p.add_argument("--name", help="output file stem (default: the runs directory's name)")
+  p.set_defaults(func=_report)
   p = sub.add_parser("variants", help="list the registered attention variants and their capabilities")
   p.set_defaults(func=_variants)
   p = sub.add_parser("data", help="offline corpora, tokenizers and dataset cards")

@@ -73,7 +73,7 @@ class EncoderConfig:
         raise ValueError(f"attention {name!r} does not support positions={self.positions!r}")
       if self.causal and not caps.supports_causal:
         raise ValueError(f"attention {name!r} does not support causal=True")
-    object.__setattr__(self, "attention_cfg", _resolve_mixer_configs(names, self.attention_cfg))
+    object.__setattr__(self, "attention_cfg", _resolve_mixer_configs(names, self.attention_cfg, self.max_len))
 
   @property
   def layer_attention(self) -> tuple[str, ...]:
@@ -94,11 +94,12 @@ class EncoderConfig:
     return self.d_model // self.num_heads
 
 
-def _resolve_mixer_configs(names: list[str], given: Any) -> Any:
+def _resolve_mixer_configs(names: list[str], given: Any, max_len: int) -> Any:
   """One frozen Config (uniform stack) or a tuple of per-layer Configs (hybrid stack).
 
   An options mapping is applied to every layer whose variant accepts each option; an option that no listed
-  variant accepts is an error.
+  variant accepts is an error. A variant with a `max_len` option (parameters sized by the longest sequence:
+  linformer, synthesizer) gets the model's max_len unless the mapping sets it.
   """
   if given is None or isinstance(given, Mapping):
     options = dict(given or {})
@@ -106,7 +107,9 @@ def _resolve_mixer_configs(names: list[str], given: Any) -> Any:
     if unknown:
       raise ValueError(f"unknown attention option(s) {', '.join(map(repr, unknown))} for {'+'.join(names)}; "
                        f"valid: {', '.join(sorted(set().union(*(_fields(n) for n in names))))}")
-    configs = tuple(attention.make_config(n, {k: v for k, v in options.items() if k in _fields(n)}) for n in names)
+    configs = tuple(attention.make_config(n, {**({"max_len": max_len} if "max_len" in _fields(n) else {}),
+                                              **{k: v for k, v in options.items() if k in _fields(n)}})
+                    for n in names)
   else:
     configs = tuple(given) if isinstance(given, (tuple, list)) else (given,)
     if len(configs) != len(names) or any(
