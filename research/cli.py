@@ -101,11 +101,13 @@ def _data(args) -> None:
 
   if args.data_command == "list":
     print(f"data dir: {corpora.data_dir()}  (set ${corpora.DATA_ENV} to move it)")
-    print(f"{'corpus':<28} {'installed':<9} {'documents':>10} {'text MB':>8}  source")
+    print(f"{'corpus':<28} {'installed':<9} {'documents':>10} {'text MB':>8} {'package MB':>10}  source")
     for row in corpora.listing():
       docs = f"{row['documents']:,}" if row["installed"] else "-"
       size = f"{row['text_bytes'] / 1e6:.1f}" if row["installed"] else "-"
-      print(f"{row['name']:<28} {'yes' if row['installed'] else 'no':<9} {docs:>10} {size:>8}  {row['source']}")
+      package = f"{row['package_bytes'] / 1e6:.1f}" if row["installed"] else "-"
+      installed = "yes" if row["installed"] else "no"
+      print(f"{row['name']:<28} {installed:<9} {docs:>10} {size:>8} {package:>10}  {row['source']}")
   elif args.data_command == "install":
     for name in args.names:
       corpora.get(name)  # every name is checked before anything is fetched

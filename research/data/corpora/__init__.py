@@ -177,12 +177,13 @@ def install(name: str, *, force: bool = False, log: Callable[[str], None] = prin
 
 
 def listing() -> list[dict]:
-  """One row per registered corpus: name, source, installed, documents, text MB."""
+  """One row per registered corpus: name, source, installed, documents, text and package bytes."""
   rows = []
   for name in names():
     c, m = get(name), manifest(name)
     rows.append({"name": name, "source": c.source, "description": c.description, "installed": m is not None,
-                 "documents": m["documents"] if m else None, "text_bytes": m["text_bytes"] if m else None})
+                 "documents": m["documents"] if m else None, "text_bytes": m["text_bytes"] if m else None,
+                 "package_bytes": m["package_bytes"] if m else None})
   return rows
 
 
