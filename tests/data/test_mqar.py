@@ -9,6 +9,7 @@ import pytest
 
 from research.data import tasks
 from research.data.tasks import mqar
+from tests.data.helpers import assert_same_splits
 
 CFG = mqar.Config(num_train=400, num_val=50, num_test=60, seed=2)
 SIZES = {"train": 400, "val": 50, "test": 60}
@@ -93,9 +94,7 @@ def test_power_law_placement_matches_zoology_formula():
 
 def test_deterministic_by_seed(task):
   again = mqar.build.__wrapped__(dataclasses.replace(CFG))
-  for name in task.splits:
-    for key in task.splits[name]:
-      np.testing.assert_array_equal(again.splits[name][key], task.splits[name][key])
+  assert_same_splits(task, again)
   other = mqar.build(dataclasses.replace(CFG, seed=3))
   assert not np.array_equal(other.splits["train"]["tokens"], task.splits["train"]["tokens"])
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 
 from research.data import tasks
 from research.data.tasks import pathfinder
+from tests.data.helpers import assert_same_splits
 
 CFG = pathfinder.Config(num_train=240, num_val=61, num_test=40, seed=3)
 EIGHT = np.ones((3, 3), bool)  # 8-connectivity
@@ -130,9 +131,7 @@ def test_difficulty_sets_path_length_and_count():
 
 def test_deterministic_by_seed(task):
   again = pathfinder.build.__wrapped__(dataclasses.replace(CFG))  # bypass the cache: really regenerate
-  for name in task.splits:
-    for key in task.splits[name]:
-      np.testing.assert_array_equal(again.splits[name][key], task.splits[name][key])
+  assert_same_splits(task, again)
   other = pathfinder.build(dataclasses.replace(CFG, seed=4))
   assert not np.array_equal(other.splits["train"]["tokens"], task.splits["train"]["tokens"])
 

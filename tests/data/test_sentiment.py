@@ -11,6 +11,7 @@ import pytest
 from research.data import corpora, tasks, tokenizer
 from research.data.corpora import vader
 from research.data.tasks import sentiment
+from tests.data.helpers import assert_same_splits
 
 BINARY = sentiment.Config(corpus="amazon", target="binary", vocab_size=500, max_len=24, seed=5)
 REGRESSION = dataclasses.replace(BINARY, target="regression")  # the same splits and tokenizer
@@ -149,9 +150,7 @@ def test_deterministic_by_seed(binary):
   sentiment.sentencepiece.cache_clear()
   again = sentiment.build(BINARY)
   assert again is not binary
-  for split in binary.splits:
-    for key in binary.splits[split]:
-      np.testing.assert_array_equal(again.splits[split][key], binary.splits[split][key])
+  assert_same_splits(binary, again)
   assert tasks.build("sentiment", dataclasses.asdict(BINARY)) is again
   other = sentiment.examples(dataclasses.replace(BINARY, seed=BINARY.seed + 1))
   assert {e.id for e in other["test"]} != {e.id for e in sentiment.examples(BINARY)["test"]}

@@ -12,6 +12,7 @@ import pytest
 from research.data import corpora, tasks, tokenizer
 from research.data.corpora import wordnet
 from research.data.tasks import wic
+from tests.data.helpers import assert_same_splits
 
 CFG = wic.Config(vocab_size=1000, max_len=24, max_pairs_per_lemma=4, seed=3)  # max_len 24 truncates some rows
 
@@ -179,9 +180,7 @@ def test_deterministic_by_seed(task):
   wic.sentencepiece.cache_clear()
   again = wic.build(CFG)
   assert again is not task
-  for split in task.splits:
-    for key in task.splits[split]:
-      np.testing.assert_array_equal(again.splits[split][key], task.splits[split][key])
+  assert_same_splits(task, again)
   other = wic.pairs(dataclasses.replace(CFG, seed=CFG.seed + 1))
   assert {p.lemma for p in other["test"]} != {p.lemma for p in wic.pairs(CFG)["test"]}
   assert not {p.lemma for p in other["train"]} & {p.lemma for p in other["test"]}
