@@ -110,7 +110,8 @@ MODEL_DEFAULTS = dict(
 TRAIN_DEFAULTS = dict(
   batch_size=32, eval_batch_size=256, num_steps=600, learning_rate=1e-3, warmup_steps=60, schedule="cosine",
   weight_decay=0.01, clip_norm=1.0, grad_accum=1, eval_every=100, log_every=25, keep_last=2,
-  best_metric="val_accuracy", best_mode="max", crash_after_checkpoint=-1)  # crash_after_checkpoint: test hook
+  best_metric="val_accuracy", best_mode="max", init_from="", crash_after_checkpoint=-1)
+# init_from: workdir of a pretrained run (research/train/init_from.py); crash_after_checkpoint: test hook
 
 
 def base_config(task: str, data: dict | None = None, model: dict | None = None, train: dict | None = None

@@ -22,7 +22,9 @@ Conventions:
     with width (e.g. linformer's E, F: 2·proj_dim·attention max_len per layer) may leave a gap; it is logged.
   * A run's workdir is `<root>/<run.name>`. It is finished when it holds summary.json and its provenance.json
     config equals the run's config; a workdir whose provenance holds a DIFFERENT config is an error (train()
-    would otherwise resume a different model's checkpoints). An interrupted run resumes from its checkpoints.
+    would otherwise resume a different model's checkpoints). model/train keys added to the project after a run
+    was made count as equal while the new config keeps their default (research.config *_DEFAULTS). An
+    interrupted run resumes from its checkpoints.
   * `<root>/sweep.json` lists every run (name, variant, seed, lr, overrides, width, status, final, summary_path,
     lr_selection, params_match, spec); `spec` is one `--config` string that reloads the run's exact config,
     so `research train --config SPEC --workdir W` reruns one cell. A run that raises TrainingDiverged is
@@ -44,7 +46,7 @@ from typing import Any
 
 import ml_collections
 
-from research.config import ALIASES, apply_overrides, load_config, parse_overrides
+from research.config import ALIASES, MODEL_DEFAULTS, TRAIN_DEFAULTS, apply_overrides, load_config, parse_overrides
 
 SWEEP_FILE = "sweep.json"
 SWEPT_KEYS = {"model.attention": "variants", "seed": "seeds"}  # keys a --set may not touch
@@ -244,12 +246,25 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
   return [] if a == b else [f"{prefix[:-1]}: {a!r} != {b!r}"]
 
 
+def _backfill(saved: Any, config_json: Any) -> Any:
+  """`saved` plus the model/train keys it predates, where the new config keeps their default (same run)."""
+  if not isinstance(saved, dict) or not isinstance(config_json, dict):
+    return saved
+  saved = dict(saved)
+  for section, defaults in (("model", MODEL_DEFAULTS), ("train", TRAIN_DEFAULTS)):
+    old, new = saved.get(section), config_json.get(section)
+    if isinstance(old, dict) and isinstance(new, dict):
+      saved[section] = {**{k: v for k, v in new.items() if k not in old and k in defaults and v == defaults[k]},
+                        **old}
+  return saved
+
+
 def _state(workdir: Path, config_json: Any) -> str:
   """"finished" | "interrupted" (same config, no summary) | "new"; a different config is an error."""
   prov = workdir / "provenance.json"
   if not prov.exists():
     return "new"
-  saved = json.loads(prov.read_text()).get("config")
+  saved = _backfill(json.loads(prov.read_text()).get("config"), config_json)
   if saved != config_json:
     diff = _diff(saved, config_json)
     raise ValueError(f"workdir {workdir} holds a run with a different config ({'; '.join(diff[:4])}"

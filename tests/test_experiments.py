@@ -28,10 +28,11 @@ TASK_OF = {"lra": "pathfinder"}
 
 
 ANALYSES = ("performer_approx",)  # experiments that measure rather than train
+STAGED = ("self_pretrain",)  # pretrain then fine-tune: test_self_pretraining_stages
 
 
 def test_every_task_has_an_experiment():
-  assert sorted(p.stem for p in EXPERIMENTS.glob("*.py")) == sorted([*SMALL, *ANALYSES])
+  assert sorted(p.stem for p in EXPERIMENTS.glob("*.py")) == sorted([*SMALL, *ANALYSES, *STAGED])
 
 
 def test_performer_approximation_improves_with_features(tmp_path):
@@ -58,3 +59,22 @@ def test_experiment_trains_a_few_steps(name, tmp_path):
   assert all(math.isfinite(v) for v in summary["test_metrics"].values())
   assert 0.0 <= summary["test_accuracy"] <= 1.0
   assert (tmp_path / "summary.json").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def test_self_pretraining_stages(tmp_path):
+  """MLM on ListOps' own train inputs, then fine-tune from that encoder; scratch differs only in init_from."""
+  small = f"{COMMON},{SMALL['listops']}"
+  pre = load_config(f"{EXPERIMENTS}/self_pretrain.py:task=listops,stage=pretrain,{small}")
+  assert pre.task == "mlm" and pre.data.self_task == "listops" and pre.data.seq_len == pre.model.max_len
+  summary = train(pre, tmp_path / "pre" / "linear-seed0", progress=False)
+  assert summary["task"] == "mlm" and summary["id_offset"] == 4  # ListOps ids shifted past the special ids
+  spec = (f"{EXPERIMENTS}/self_pretrain.py:task=listops,{small},attention='linear',"
+          f"pretrained='{tmp_path}/pre/{{variant}}-seed{{seed}}'")
+  finetune, scratch = (load_config(f"{spec},stage={stage}") for stage in ("finetune", "scratch"))
+  assert finetune.train.init_from and not scratch.train.init_from
+  finetune.train.init_from = ""
+  assert finetune.to_dict() == scratch.to_dict()
+  out = train(load_config(f"{spec},stage=finetune"), tmp_path / "ft", progress=False)
+  assert out["task"] == "listops" and out["init_from"] == f"{tmp_path}/pre/linear-seed0"
+  with pytest.raises(ValueError, match="holds no checkpoints"):
+    train(load_config(f"{spec.replace('linear', 'softmax')},stage=finetune"), tmp_path / "ft2", progress=False)

@@ -194,3 +194,13 @@ def test_one_real_run_through_execute(tmp_path):
 
   (again,) = sweep.execute(runs, SPEC, tmp_path, train_fn=no_training, log=lambda s: None)
   assert again["status"] == "reused" and again["summary"] == summary
+
+
+def test_a_run_made_before_a_config_key_existed_counts_as_the_same_run(tmp_path):
+  new = json.loads(load_config(SPEC).to_json())
+  old = {**new, "train": {k: v for k, v in new["train"].items() if k != "init_from"}}  # predates train.init_from
+  (tmp_path / "provenance.json").write_text(json.dumps({"config": old}))
+  assert sweep._state(tmp_path, new) == "interrupted"  # same run: resumed, not an error
+  changed = {**new, "train": {**new["train"], "init_from": "runs/pretrained"}}  # the new key is NOT its default
+  with pytest.raises(ValueError, match=r"different config \(train.init_from"):
+    sweep._state(tmp_path, changed)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from research.data import tasks
 from research.data.pipeline import Task, build_task, eval_batches, train_dataset
 from research.models.encoder import EncoderConfig
+from research.train import init_from
 from research.train.checkpoint import Checkpointer, abstract_like
 from research.train.metrics import MetricWriter
 from research.train.objectives import build_model, finalize
@@ -61,6 +62,8 @@ def validate(config) -> None:
   if t.best_mode not in ("max", "min"):
     raise ValueError(f"train.best_mode={t.best_mode!r}; expected max or min")
   tasks.make_config(config.task, config.data.to_dict())  # unknown task, unknown or bad data.* options
+  if t.init_from:
+    init_from.checkpoint_dir(init_from.resolve(t.init_from, config.model.attention, config.seed))
   encoder_config(config, config.model.max_len or 1, 1)  # model options; lengths are checked once data exists
 
 
@@ -120,6 +123,10 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     if restored is not None:
       state, start = restored
       print(f"resumed from {workdir / 'checkpoints'} at step {start}", flush=True)
+    elif t.init_from:
+      state, info = init_from.graft(state, t.init_from, config.model.attention, config.seed, task.vocab_size)
+      print(f"encoder initialised from {info['path']} (step {info['step']}, id offset {info['id_offset']})",
+            flush=True)
     step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum, kind=task.kind)
     p_train = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
     p_train = p_train.lower(state, jax.device_put(train_ds[0], bsh)).compile()
@@ -188,6 +195,8 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     "compiled_memory_bytes": compiled_bytes, "majority_baseline": task.majority_baseline,
     "seq_len": task.seq_len, "curve": curve, "device": jax.devices()[0].device_kind,
     "resumed_from": start or None, "wall_s": time.perf_counter() - wall_start,
+    "init_from": str(init_from.resolve(t.init_from, config.model.attention, config.seed)) if t.init_from else None,
+    "id_offset": int(task.card.get("id_offset", 0)),
   }
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
   return summary

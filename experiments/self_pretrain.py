@@ -1,0 +1,55 @@
+"""Self-pretraining (Amos, Berant & Gupta, "Never Train from Scratch", ICLR 2024, arXiv:2310.02980).
+
+MLM on the task's OWN training inputs (no extra data; research/data/tasks/mlm.py `self_task`), then fine-tune
+on the task, against the same model trained from scratch. `task=listops|text_cls` picks the task (its tiny
+config from experiments/<task>.py; other overrides such as data.*, model.*, train.* apply to that task config
+and so to both stages), `stage=` the step (`mask_rate=` sets the MLM masking rate):
+
+  pretrain  MLM (15% BERT masking) on the task's train-split inputs, same model and step budget as the task;
+            rows have the task's length, so the position table transfers.
+  finetune  the task, encoder initialised from `pretrained` (train.init_from; {variant} and {seed} are filled
+            per run, so each variant and seed starts from its own pretraining run).
+  scratch   the task from random initialisation (identical config otherwise).
+
+Launch (CPU, tiny), two commands per task:
+  research compare --config experiments/self_pretrain.py:task=listops,stage=pretrain \
+    --variants softmax,linear,performer --seeds 2 --workdir runs/self_pretrain/listops-pretrain --name sp_mlm
+  research compare --config experiments/self_pretrain.py:task=listops --set stage=scratch --set stage=finetune \
+    --variants softmax,linear,performer --seeds 2 --workdir runs/self_pretrain/listops --name self_pretrain_listops
+(task=text_cls likewise, with text_cls in the paths). `size=lra` uses the task's LRA-length preset (accelerator).
+"""
+
+from pathlib import Path
+
+import ml_collections
+
+from research.config import ALIASES, apply_overrides, base_config, load_config, parse_overrides
+
+TASKS = ("listops", "text_cls")
+STAGES = ("pretrain", "finetune", "scratch")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  overrides = parse_overrides(arg)
+  task = overrides.pop("task", "listops")
+  stage = overrides.pop("stage", "finetune")
+  size = overrides.pop("size", "tiny")
+  pretrained = overrides.pop("pretrained", f"runs/self_pretrain/{task}-pretrain/{{variant}}-seed{{seed}}")
+  if task not in TASKS:
+    raise ValueError(f"unknown self-pretraining task {task!r}; choose one of {', '.join(TASKS)}")
+  if stage not in STAGES:
+    raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+  mask_rate = overrides.pop("mask_rate", 0.15)
+  # every other override (data.*, model.*, train.*) is about the TASK config, so both stages share the model
+  c = apply_overrides(load_config(f"{Path(__file__).with_name(f'{task}.py')}:size={size}"), overrides, ALIASES)
+  seq_len = (c.data.max_length if task == "listops" else c.data.max_bytes) + 1  # CLS + inputs
+  c.model.max_len = seq_len  # both stages: the same position table
+  if stage == "finetune":
+    c.train.init_from = pretrained
+  elif stage == "pretrain":
+    p = base_config("mlm", data=dict(self_task=task, self_task_cfg=tuple(sorted(c.data.to_dict().items())),
+                                     seq_len=seq_len, mask_rate=mask_rate))
+    p.seed, p.model, p.mesh = c.seed, c.model, c.mesh
+    p.train.update({k: v for k, v in c.train.items() if k not in ("best_metric", "best_mode")})
+    c = p
+  return c
