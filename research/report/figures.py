@@ -9,6 +9,11 @@
             of panels per task, one line per variant (mean over seeds and runs at each length; lines with a
             single length left out). When runs of one (task, variant, length) carry several labels (e.g. a
             width sweep at every length) the label joins the line's key.
+  sweep     test accuracy vs a numeric `--set` axis (the x axis: model.d_model when it varies, else the
+            numeric key with the most values), one panel per task and setting of the other varying keys
+            (e.g. Zoology's MQAR: accuracy vs width, one panel per sequence length; keys always set with x,
+            such as model.mlp_dim with model.d_model, make no panels), one line per variant (mean over seeds,
+            sample-std error bars); needs some line with two x values.
 
 Each function writes one PNG (dpi 120) and returns its path, or returns None (writing nothing) when its data
 is absent: no summaries, no curve points, or no line with two distinct lengths. Uses matplotlib's Agg canvas
@@ -204,11 +209,79 @@ def scaling(summaries: Summaries, path: Path, *, title: str | None = None) -> Pa
   return _save(fig, path)
 
 
+def _numeric(value: str) -> float | None:
+  try:
+    return float(value)
+  except ValueError:
+    return None
+
+
+def _sweep_series(summaries: Summaries) -> tuple[str, dict[str, dict[str, dict[float, list[float]]]]] | None:
+  """(x key, {panel title: {variant: {x: test accuracies}}}) or None; see `sweep` in the module docstring."""
+  parsed = []
+  for s in summaries:
+    items = dict(item.split("=", 1) for item in label_of(s).split(",") if "=" in item)
+    parsed.append((s, items))
+  values: dict[str, set[str]] = {}
+  for _, items in parsed:
+    for k, v in items.items():
+      values.setdefault(k, set()).add(v)
+  numeric = [k for k, vs in values.items() if len(vs) > 1 and all(_numeric(v) is not None for v in vs)]
+  if not numeric:
+    return None
+  x_key = "model.d_model" if "model.d_model" in numeric else max(numeric, key=lambda k: (len(values[k]), k))
+  pairs = {k: {(items.get(x_key), items.get(k)) for _, items in parsed} for k in values}
+  tied = {k for k, ps in pairs.items() if len({x for x, _ in ps}) == len(ps)}  # set together with x: no panels
+  others = [k for k, vs in values.items() if k != x_key and len(vs) > 1 and k not in tied]
+  panels: dict[str, dict[str, dict[float, list[float]]]] = {}
+  for s, items in parsed:
+    if x_key not in items:
+      continue
+    title = ", ".join([s["task"], *(f"{k}={items[k]}" for k in others if k in items)])
+    by_x = panels.setdefault(title, {}).setdefault(s["variant"], {})
+    by_x.setdefault(float(items[x_key]), []).append(float(s["test_accuracy"]))
+  if not any(len(xs) > 1 for lines in panels.values() for xs in lines.values()):
+    return None
+  return x_key, panels
+
+
+def sweep(summaries: Summaries, path: Path, *, title: str | None = None) -> Path | None:
+  """Test accuracy vs a numeric sweep axis (see the module docstring); None without such an axis."""
+  found = _sweep_series(summaries)
+  if found is None:
+    return None
+  x_key, panels = found
+  styles = _styles([v for lines in panels.values() for v in lines])
+  cols = min(3, len(panels))
+  rows = -(-len(panels) // cols)
+  fig = _new_figure(1.5 + 4.2 * cols, 0.6 + 3.6 * rows)
+  axes = fig.subplots(rows, cols, squeeze=False).ravel()
+  for ax, (panel, lines) in zip(axes, panels.items(), strict=False):
+    for variant, by_x in lines.items():
+      xs = sorted(by_x)
+      means = [100.0 * float(np.mean(by_x[x])) for x in xs]
+      stds = [100.0 * float(np.std(by_x[x], ddof=1)) if len(by_x[x]) > 1 else 0.0 for x in xs]
+      ax.errorbar(xs, means, yerr=stds, color=styles[variant]["color"], linestyle=styles[variant]["linestyle"],
+                  marker="o", markersize=4, linewidth=1.5, capsize=3)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(panel, fontsize="medium")
+    ax.set_ylim(0, 105)
+    ax.grid(alpha=0.3, which="both")
+  for ax in axes[len(panels):]:
+    ax.set_visible(False)
+  _legend(fig, [Line2D([], [], color=st["color"], linestyle=st["linestyle"], marker="o", label=n)
+                for n, st in styles.items()])
+  fig.suptitle(title or f"Test accuracy vs {x_key} (mean ± sample std over seeds)")
+  return _save(fig, path)
+
+
 def write_figures(summaries: Summaries, out_dir: Path, name: str) -> dict[str, Path]:
-  """Writes `<name>_accuracy.png`, `<name>_curves.png`, `<name>_scaling.png` where applicable; returns
-  {"accuracy" / "curves" / "scaling": path} for the ones written."""
+  """Writes `<name>_accuracy.png`, `<name>_curves.png`, `<name>_scaling.png`, `<name>_sweep.png` where
+  applicable; returns {"accuracy" / "curves" / "scaling" / "sweep": path} for the ones written."""
   out = {}
-  for key, fn in (("accuracy", accuracy), ("curves", curves), ("scaling", scaling)):
+  for key, fn in (("accuracy", accuracy), ("curves", curves), ("scaling", scaling), ("sweep", sweep)):
     path = fn(summaries, Path(out_dir) / f"{name}_{key}.png")
     if path is not None:
       out[key] = path

@@ -150,7 +150,7 @@ def _notes(every: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, 
 
 def rebuild(runs_dir: Path, out_dir: Path, name: str, title: str | None = None) -> dict[str, Path]:
   """Reads every run below runs_dir and writes `<out_dir>/<name>.md`, `.csv`, `.json` and the applicable
-  figures (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`); returns {kind: path} as
+  figures (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`, `_sweep.png`); returns {kind: path} as
   `research.report.tables.write_report` does. Raises ValueError if no summary.json is found."""
   runs_dir = Path(runs_dir)
   summaries = find_summaries(runs_dir)

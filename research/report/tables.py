@@ -394,9 +394,9 @@ def write_report(
   figures: bool = True,
 ) -> dict[str, Path]:
   """Writes `<out_dir>/<name>.md`, `.csv`, `.json` and (figures=True) the applicable figures of
-  `research/report/figures.py` (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`).
+  `research/report/figures.py` (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`, `_sweep.png`).
 
-  Returns {"md", "csv", "json", and "accuracy" / "curves" / "scaling" for each figure written}. The JSON holds
+  Returns {"md", "csv", "json", and "accuracy" / "curves" / "scaling" / "sweep" for each figure written}. The JSON holds
   {"title", "notes", "rows", "runs"} with sorted keys, indent 2.
   """
   out_dir = Path(out_dir)

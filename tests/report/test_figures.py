@@ -60,7 +60,24 @@ def test_scaling(tmp_path):
 
 
 def test_write_figures_keys(tmp_path):
-  runs = [_run(v, 0, seq_len=n, label=str(n)) for v in ("softmax", "linear") for n in (64, 128)]
+  runs = [_run(v, 0, seq_len=n, label=f"data.max_length={n}") for v in ("softmax", "linear") for n in (64, 128)]
   out = figures.write_figures(runs, tmp_path, "x")
-  assert out == {k: tmp_path / f"x_{k}.png" for k in ("accuracy", "curves", "scaling")}
+  assert out == {k: tmp_path / f"x_{k}.png" for k in ("accuracy", "curves", "scaling", "sweep")}
   assert all(_is_png(p) for p in out.values())
+
+
+def test_sweep_axis(tmp_path):
+  """MQAR-style grid: width on x, one panel per (tied) length setting, a line per variant."""
+  runs = [_run(v, s, task="mqar", label=f"data.seq_len={n},data.num_kv={n // 16},model.d_model={d},model.mlp_dim={2 * d}")
+          for v in ("softmax", "based") for n in (64, 128) for d in (32, 64, 128) for s in range(2)]
+  x_key, panels = figures._sweep_series(runs)
+  assert x_key == "model.d_model"
+  assert list(panels) == ["mqar, data.seq_len=64, data.num_kv=4", "mqar, data.seq_len=128, data.num_kv=8"]
+  assert panels["mqar, data.seq_len=64, data.num_kv=4"]["based"] == {32.0: [0.3, 0.31], 64.0: [0.3, 0.31],
+                                                                      128.0: [0.3, 0.31]}
+  assert _is_png(figures.sweep(runs, tmp_path / "sweep.png"))
+  lengths_only = [_run("softmax", 0, label=f"data.max_length={n}") for n in (32, 64)]
+  assert figures._sweep_series(lengths_only)[0] == "data.max_length"  # no width: the numeric axis there is
+  no_axis = [_run("softmax", 0, label="data.target=regression"), _run("softmax", 0, label="data.target=binary")]
+  assert figures.sweep(no_axis, tmp_path / "n.png") is None and not (tmp_path / "n.png").exists()
+  assert figures.sweep([_run("softmax", 0)], tmp_path / "n.png") is None

@@ -112,7 +112,7 @@ def test_rebuild_writes_every_file(tmp_path):
   paths = report_runs.rebuild(runs_dir, out, "lra_tiny")
   assert paths == {"md": out / "lra_tiny.md", "csv": out / "lra_tiny.csv", "json": out / "lra_tiny.json",
                    "accuracy": out / "lra_tiny_accuracy.png", "curves": out / "lra_tiny_curves.png",
-                   "scaling": out / "lra_tiny_scaling.png"}
+                   "scaling": out / "lra_tiny_scaling.png", "sweep": out / "lra_tiny_sweep.png"}
   for key in ("accuracy", "curves", "scaling"):
     data = paths[key].read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 2000
