@@ -7,9 +7,9 @@ and so to both stages), `stage=` the step (`mask_rate=` sets the MLM masking rat
 
   pretrain  MLM (15% BERT masking) on the task's train-split inputs, same model and step budget as the task;
             rows have the task's length, so the position table transfers.
+  scratch   exactly experiments/<task>.py (with the same overrides): the from-scratch baseline.
   finetune  the task, encoder initialised from `pretrained` (train.init_from; {variant} and {seed} are filled
             per run, so each variant and seed starts from its own pretraining run).
-  scratch   the task from random initialisation (identical config otherwise).
 
 Launch (CPU, tiny), two commands per task:
   research compare --config experiments/self_pretrain.py:task=listops,stage=pretrain \
@@ -42,14 +42,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mask_rate = overrides.pop("mask_rate", 0.15)
   # every other override (data.*, model.*, train.*) is about the TASK config, so both stages share the model
   c = apply_overrides(load_config(f"{Path(__file__).with_name(f'{task}.py')}:size={size}"), overrides, ALIASES)
-  seq_len = (c.data.max_length if task == "listops" else c.data.max_bytes) + 1  # CLS + inputs
-  c.model.max_len = seq_len  # both stages: the same position table
+  seq_len = (c.data.max_length if task == "listops" else c.data.max_bytes) + 1  # CLS + inputs: the task's rows
   if stage == "finetune":
     c.train.init_from = pretrained
   elif stage == "pretrain":
     p = base_config("mlm", data=dict(self_task=task, self_task_cfg=tuple(sorted(c.data.to_dict().items())),
                                      seq_len=seq_len, mask_rate=mask_rate))
     p.seed, p.model, p.mesh = c.seed, c.model, c.mesh
+    p.model.max_len = seq_len  # the task's position table (its max_len 0 means: the task's row length)
     p.train.update({k: v for k, v in c.train.items() if k not in ("best_metric", "best_mode")})
     c = p
   return c

@@ -74,6 +74,7 @@ def test_self_pretraining_stages(tmp_path):
   assert finetune.train.init_from and not scratch.train.init_from
   finetune.train.init_from = ""
   assert finetune.to_dict() == scratch.to_dict()
+  assert scratch.to_dict() == load_config(f"{EXPERIMENTS}/listops.py:{small},attention='linear'").to_dict()
   out = train(load_config(f"{spec},stage=finetune"), tmp_path / "ft", progress=False)
   assert out["task"] == "listops" and out["init_from"] == f"{tmp_path}/pre/linear-seed0"
   with pytest.raises(ValueError, match="holds no checkpoints"):
