@@ -5,7 +5,7 @@
 # Usage: bash scripts/gpu_lra_listops.sh [extra research compare flags]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-python -c "import jax; d = jax.devices()[0]; assert d.platform != 'cpu', f'no accelerator: {d}'" \
+python -c "import jax; d = jax.devices()[0]; assert d.platform != 'cpu'" 2>/dev/null \
   || { echo "error: no GPU/TPU visible to JAX; on a CUDA machine: .venv/bin/pip install \"jax[cuda12]==$(python -c 'import jax; print(jax.__version__)')\"" >&2; exit 2; }
 device=$(python -c "import jax, re; print(re.sub(r'[^A-Za-z0-9]+', '-', jax.devices()[0].device_kind).strip('-').lower())")
 research compare --config experiments/lra.py:task=listops,size=paper --variants "${VARIANTS:-softmax,linear}" \
