@@ -10,6 +10,13 @@ with two keys moves them together):
     --set model.d_model=32,model.mlp_dim=64 --set model.d_model=64,model.mlp_dim=128 \
     --set model.d_model=128,model.mlp_dim=256
 Baseline: the most frequent value (~1/126 at the default vocabulary).
+
+Training recipe (measured on 2 CPU cores, softmax, d64, 64 tokens, 4 pairs): with the data defaults of 2,000
+sequences and 600 steps at lr 1e-3 every run stalls at ~25% = guessing among the 4 values in the context (the
+validation loss rises: 2,000 sequences are memorised); 20,000 sequences fix the overfitting but not the stall
+(25% after 1,500 steps, with learned or rotary positions). A short causal convolution (model.conv_kernel=4,
+as in Zoology/Based) lets a key's neighbour carry it, and with lr 3e-3 over 1,000+ steps softmax reaches 98%
+at step 600 and 100% at step 1,000 (a 600-step cosine schedule still stops at 38%). Hence the defaults below.
 """
 
 import ml_collections
@@ -18,5 +25,6 @@ from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("mqar", train=dict(batch_size=32, eval_batch_size=100, num_steps=600, eval_every=100))
+  c = base_config("mqar", data=dict(num_train=20_000), model=dict(conv_kernel=4),
+                  train=dict(batch_size=32, eval_batch_size=100, num_steps=1_000, learning_rate=3e-3, eval_every=200))
   return finish(c, arg)
