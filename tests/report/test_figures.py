@@ -68,7 +68,8 @@ def test_write_figures_keys(tmp_path):
 
 def test_sweep_axis(tmp_path):
   """MQAR-style grid: width on x, one panel per (tied) length setting, a line per variant."""
-  runs = [_run(v, s, task="mqar", label=f"data.seq_len={n},data.num_kv={n // 16},model.d_model={d},model.mlp_dim={2 * d}")
+  label = "data.seq_len={},data.num_kv={},model.d_model={},model.mlp_dim={}"
+  runs = [_run(v, s, task="mqar", label=label.format(n, n // 16, d, 2 * d))
           for v in ("softmax", "based") for n in (64, 128) for d in (32, 64, 128) for s in range(2)]
   x_key, panels = figures._sweep_series(runs)
   assert x_key == "model.d_model"
