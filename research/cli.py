@@ -133,6 +133,27 @@ def _data(args) -> None:
                      indent=2, default=str))
 
 
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+  try:
+    return tuple(int(x) for x in text.split(",") if x.strip())
+  except ValueError:
+    raise ValueError(f"{flag} {text!r}; expected comma-separated integers, e.g. 256,512,1024") from None
+
+
+def _bench(args) -> None:
+  from research.bench import attention as bench
+
+  if args.bench_command == "attention":
+    spec = bench.Spec(
+      variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+      lengths=_int_list(args.lengths, "--lengths"), batch=args.batch, heads=args.heads, head_dim=args.head_dim,
+      dtype=args.dtype, causal=args.causal, repeats=args.repeats, warmup=args.warmup,
+      max_memory_gb=args.max_memory_gb, max_seconds=args.max_seconds)
+    result = bench.run(spec)
+    for kind, path in bench.write(result, Path(args.out), args.name).items():
+      print(f"wrote {kind}: {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +202,23 @@ def main(argv: list[str] | None = None) -> int:
   q = data.add_parser("card", help="build a task and print its dataset card (JSON)")
   q.add_argument("task")
   q.add_argument("--config", help="experiments/<name>.py[:k=v] whose data options to use")
+  p = sub.add_parser("bench", help="benchmarks: results/bench/<device>/")
+  p.set_defaults(func=_bench)
+  bench = p.add_subparsers(dest="bench_command", required=True)
+  q = bench.add_parser("attention", help="time, compiled memory, FLOPs of attention variants vs length")
+  q.add_argument("--variants", default="softmax,linear,performer", help="comma-separated registry names")
+  q.add_argument("--lengths", default="256,512,1024,2048,4096")
+  q.add_argument("--batch", type=int, default=1)
+  q.add_argument("--heads", type=int, default=4)
+  q.add_argument("--head-dim", type=int, default=64)
+  q.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+  q.add_argument("--causal", action="store_true")
+  q.add_argument("--repeats", type=int, default=5, help="timed calls per point (the median is reported)")
+  q.add_argument("--warmup", type=int, default=1)
+  q.add_argument("--max-memory-gb", type=float, default=8.0, help="skip points whose compiled memory is larger")
+  q.add_argument("--max-seconds", type=float, default=30.0, help="time a slower point by one call")
+  q.add_argument("--out", default="results/bench")
+  q.add_argument("--name", default="attention")
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged

@@ -105,7 +105,7 @@ def bigbird_attention(q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, segments: Segments, *, cf
   if causal:
     mask_BxGxLp &= pos_Lp[None, None, :] <= pos_Lp[None, :ng * c, None]
   k_BxHxLpxD, v_BxHxLpxD = (x.reshape(b, h, n * c, -1) for x in (k_BxHxNxCxD, v_BxHxNxCxD))
-  o_glob_BxHxGxD, _ = attend(q_BxHxNxCxD[:, :, :ng].reshape(b, h, ng * c, -1), k_BxHxLpxD, v_BxHxLpxD,
+  o_glob_BxHxGxD, _ = attend(q_BxHxNxCxD[:, :, :ng].reshape(b, h, ng * c, q_BxLxHxD.shape[-1]), k_BxHxLpxD, v_BxHxLpxD,
                              mask_BxGxLp[:, None])
   if ng == n:
     o_BxHxLpxD = o_glob_BxHxGxD

@@ -37,20 +37,20 @@ def test_block_table_covers_global_window_and_random_blocks(causal):
   assert not np.array_equal(idx[0], idx[1])
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_equals_numpy_oracle_from_the_table(causal):
-  cfg = {"block_size": 3, "num_global_blocks": 1, "num_random_blocks": 2, "seed": 3}
+@pytest.mark.parametrize("causal,ng", [(False, 1), (True, 1), (False, 0), (True, 0)])
+def test_equals_numpy_oracle_from_the_table(causal, ng):
+  cfg = {"block_size": 3, "num_global_blocks": ng, "num_random_blocks": 2, "seed": 3}
   length, c = 26, 3  # 9 blocks, the last one partial
   q, k, v = qkv(jax.random.key(0), 2, length)
   segments = Segments.from_lengths(jnp.array([26, 14]), length)
   out = init_apply("bigbird", q, k, v, segments, causal, cfg)
   n = -(-length // c)
-  idx, valid = block_pattern(n, 2, num_global=1, window_blocks=3, num_random=2, seed=3, causal=causal)
+  idx, valid = block_pattern(n, 2, num_global=ng, window_blocks=3, num_random=2, seed=3, causal=causal)
   blocks = np.zeros((2, n, n), bool)
-  blocks[:, 0] = True  # the global query block sees everything
+  blocks[:, :ng] = True  # global query blocks see everything (num_global_blocks=0: none)
   for head in range(2):
-    for m in range(n - 1):
-      blocks[head, 1 + m, idx[head, m][valid[head, m]]] = True
+    for m in range(n - ng):
+      blocks[head, ng + m, idx[head, m][valid[head, m]]] = True
   tb = np.arange(length) // c
   mask = np_segment_mask(segments.segment_ids, causal) & blocks[:, tb][:, :, tb][None]
   np.testing.assert_allclose(out, np_masked_attention(q, k, v, mask), atol=2e-6, rtol=1e-5)

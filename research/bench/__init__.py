@@ -1,0 +1,1 @@
+"""Benchmarks: attention kernels and encoder train steps (time, compiled memory, FLOPs, MFU)."""
