@@ -152,6 +152,15 @@ def _bench(args) -> None:
     result = bench.run(spec)
     for kind, path in bench.write(result, Path(args.out), args.name).items():
       print(f"wrote {kind}: {path}")
+  elif args.bench_command == "train":
+    from research.bench import train as bench_train
+
+    spec = bench_train.Spec(steps=args.steps, warmup=args.warmup)
+    result = bench_train.run(load_config(args.config), spec, args.config)
+    print(bench_train.markdown(result))
+    name = args.name or f"train_{Path(args.config.partition(':')[0]).stem}_{result['attention']}"
+    for kind, path in bench_train.write(result, Path(args.out), name).items():
+      print(f"wrote {kind}: {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--max-seconds", type=float, default=30.0, help="time a slower point by one call")
   q.add_argument("--out", default="results/bench")
   q.add_argument("--name", default="attention")
+  q = bench.add_parser("train", help="train-step time, tokens/s, compile time, compiled memory, MFU")
+  q.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
+  q.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+  q.add_argument("--warmup", type=int, default=2)
+  q.add_argument("--out", default="results/bench")
+  q.add_argument("--name", help="output file stem (default: train_<config>_<attention>)")
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged

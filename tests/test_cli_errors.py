@@ -65,3 +65,19 @@ def test_nan_loss_stops_with_the_step(tmp_path, capsys):
   err = capsys.readouterr().err
   assert rc == 2
   assert "loss is nan at step" in err or "loss is inf at step" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+  (["attention", "--variants", "sofmax"], "unknown attention 'sofmax'"),
+  (["attention", "--lengths", "256,x"], "--lengths '256,x'; expected comma-separated integers"),
+  (["attention", "--lengths", "512,256"], "lengths must be increasing and distinct"),
+  (["attention", "--dtype", "fp8"], "dtype 'fp8'; expected one of float32, bfloat16, float16"),
+  (["attention", "--variants", "fnet", "--causal"], "fnet do(es) not support causal attention"),
+  (["train", "--config", BASE + ",model.d_model=0"], "model.d_model must be positive, got 0"),
+  (["train", "--config", BASE, "--steps", "0"], "steps must be >= 1"),
+])
+def test_bench_bad_input_is_one_clear_error(argv, message, capsys):
+  rc = main(["bench", *argv])
+  err = capsys.readouterr().err
+  assert rc == 2 and message in err
+  assert "Traceback" not in err and err.count("\n") == 1

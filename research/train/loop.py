@@ -84,6 +84,15 @@ def _check_divisible(name: str, size: int, shards: int) -> None:
     raise ValueError(f"{name}={size} must be divisible by the data*fsdp mesh size {shards}")
 
 
+def compile_train_step(model, tx, state, state_sh, bsh, example_batch: dict, t, kind: str):
+  """(compiled sharded train step with the state donated, its compiled memory in bytes: temp + args + outputs)."""
+  step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum, kind=kind)
+  p_train = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
+  compiled = p_train.lower(state, jax.device_put(example_batch, bsh)).compile()
+  mem = compiled.memory_analysis()
+  return compiled, int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+
+
 def evaluate(p_eval, variables, split, batch_size: int, sharding, kind: str = "classify") -> dict[str, float]:
   """Exact metrics over the whole split (the last partial batch is padded with weight 0)."""
   sums = None
@@ -127,11 +136,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
       state, info = init_from.graft(state, t.init_from, config.model.attention, config.seed, task.vocab_size)
       print(f"encoder initialised from {info['path']} (step {info['step']}, id offset {info['id_offset']})",
             flush=True)
-    step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum, kind=task.kind)
-    p_train = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
-    p_train = p_train.lower(state, jax.device_put(train_ds[0], bsh)).compile()
-    mem = p_train.memory_analysis()
-    compiled_bytes = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+    p_train, compiled_bytes = compile_train_step(model, tx, state, state_sh, bsh, train_ds[0], t, task.kind)
     p_eval = jax.jit(functools.partial(eval_step, model=model, kind=task.kind), in_shardings=(state_sh.variables, bsh))
 
     curve, pending = _read_curve(workdir, start), None
