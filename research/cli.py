@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -165,6 +166,8 @@ def _bench(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
+  parser.add_argument("--compile-cache", metavar="DIR", default=os.environ.get("RESEARCH_COMPILE_CACHE"),
+                      help="persistent XLA compilation cache directory (default: $RESEARCH_COMPILE_CACHE, off)")
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("train", help="train one model; resumes automatically from --workdir")
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
@@ -239,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
   from research.train.loop import TrainingDiverged
 
   try:
+    if args.compile_cache:
+      from research import compile_cache
+
+      compile_cache.enable(args.compile_cache)
     args.func(args)
   except (ValueError, FileNotFoundError, TrainingDiverged, CorpusError) as e:
     print(f"error: {e}", file=sys.stderr)
