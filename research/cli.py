@@ -157,9 +157,9 @@ def _bench(args) -> None:
     from research.bench import train as bench_train
 
     spec = bench_train.Spec(steps=args.steps, warmup=args.warmup)
-    result = bench_train.run(load_config(args.config), spec, args.config)
+    result = bench_train.run_grid(args.config, args.set or (), spec)
     print(bench_train.markdown(result))
-    name = args.name or f"train_{Path(args.config.partition(':')[0]).stem}_{result['attention']}"
+    name = args.name or f"train_{Path(args.config.partition(':')[0]).stem}"
     for kind, path in bench_train.write(result, Path(args.out), name).items():
       print(f"wrote {kind}: {path}")
 
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
   q.add_argument("--warmup", type=int, default=2)
   q.add_argument("--out", default="results/bench")
-  q.add_argument("--name", help="output file stem (default: train_<config>_<attention>)")
+  q.add_argument("--set", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
+                 help="one table row per --set (overrides on top of --config), e.g. --set model.remat_policy=full")
+  q.add_argument("--name", help="output file stem (default: train_<config>)")
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged

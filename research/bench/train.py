@@ -137,24 +137,38 @@ def run(config, spec: Spec = Spec(), config_spec: str = "") -> dict[str, Any]:
   }
 
 
-def markdown(r: dict[str, Any]) -> str:
-  return "\n".join([
-    f"## Train-step benchmark on {r['device']} ({r['num_devices']} device(s))", "",
-    f"`{r['config']}`: task {r['task']}, attention {r['attention']}, {r['dtype']}, batch {r['batch_size']} × "
-    f"{r['seq_len']} tokens, {r['params']:,} parameters, jax {r['jax_version']}.", "",
-    "| compile (s) | step (ms, median) | tokens/s | compiled memory (MiB) | model TFLOP/step | achieved TFLOP/s "
-    "| peak TFLOP/s | MFU |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    f"| {r['compile_s']:.2f} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:,.0f} | "
-    f"{r['compiled_memory_bytes'] / 2**20:.1f} | {r['model_flops'] / 1e12:.4f} | {r['achieved_tflops_s']:.4f} | "
-    f"{r['peak_flops'] / 1e12:.3f} | {100 * r['mfu']:.1f}% |", "",
-    f"Peak: {r['peak_source']}. Model FLOPs are analytic (research/bench/train.py).", ""])
+def run_grid(config_spec: str, sets: list[str] | tuple[str, ...] = (), spec: Spec = Spec()) -> dict[str, Any]:
+  """One row per `--set` string (each "k=v[,k=v]" applied on top of config_spec; none: the config as is)."""
+  from research.config import load_config
+
+  rows = []
+  for text in sets or ("",):
+    full = f"{config_spec}{',' if ':' in config_spec else ':'}{text}" if text else config_spec
+    rows.append({**run(load_config(full), spec, full), "setting": text})
+  return {"schema_version": SCHEMA_VERSION, "kind": "train", "config": config_spec, "rows": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+  r0 = result["rows"][0]
+  lines = [f"## Train-step benchmark on {r0['device']} ({r0['num_devices']} device(s))", "",
+           f"`{result['config']}`: task {r0['task']}, batch {r0['batch_size']} × {r0['seq_len']} tokens, "
+           f"jax {r0['jax_version']}; median of the timed steps.", "",
+           "| setting | attention | dtype | params | compile (s) | step (ms) | tokens/s | compiled memory (MiB) "
+           "| model TFLOP/step | achieved TFLOP/s | MFU |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in result["rows"]:
+    lines.append(f"| {r['setting'] or '(config)'} | {r['attention']} | {r['dtype']} | {r['params']:,} | "
+                 f"{r['compile_s']:.2f} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:,.0f} | "
+                 f"{r['compiled_memory_bytes'] / 2**20:.1f} | {r['model_flops'] / 1e12:.4f} | "
+                 f"{r['achieved_tflops_s']:.4f} | {100 * r['mfu']:.1f}% |")
+  lines += ["", f"Peak {r0['peak_flops'] / 1e12:.3f} TFLOP/s: {r0['peak_source']}. Model FLOPs are analytic "
+            "(research/bench/train.py).", ""]
+  return "\n".join(lines)
 
 
 def write(result: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
-  base = Path(out_dir) / device_dir(result["device"])
+  base = Path(out_dir) / device_dir(result["rows"][0]["device"])
   base.mkdir(parents=True, exist_ok=True)
   paths = {"json": base / f"{name}.json", "md": base / f"{name}.md"}
   paths["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
   paths["md"].write_text(markdown(result))
   return paths
-

@@ -10,7 +10,7 @@ import pytest
 from research import attention
 from research.bench import train as bench_train
 from research.bench.flops import attention_flops
-from tests.train.common import tiny_config
+from tests.train.common import TINY, tiny_config
 
 
 @dataclasses.dataclass
@@ -42,11 +42,17 @@ def test_model_flops_by_hand():
 
 
 def test_a_measured_step(tmp_path):
-  result = bench_train.run(tiny_config(), bench_train.Spec(steps=2, warmup=1), "tiny")
+  grid = bench_train.run_grid(f"experiments/listops.py:{TINY}", ["model.remat_policy='none'",
+                                                                  "model.remat_policy='full'"],
+                              bench_train.Spec(steps=2, warmup=1))
+  none, full = grid["rows"]
+  assert (none["setting"], full["setting"]) == ("model.remat_policy='none'", "model.remat_policy='full'")
+  assert none["model_flops"] == full["model_flops"]  # remat recomputes; model FLOPs do not count it
+  result = none
   assert result["step_s"] > 0 and len(result["step_times_s"]) == 2 and result["compile_s"] > 0
   assert result["peak_source"].startswith("measured") and 0 < result["mfu"] < 1
   assert result["mfu"] == pytest.approx(result["model_flops"] / result["step_s"] / result["peak_flops"])
   assert result["compiled_memory_bytes"] > 0 and result["params"] > 0
-  paths = bench_train.write(result, tmp_path, "t")
+  paths = bench_train.write(grid, tmp_path, "t")
   assert json.loads(paths["json"].read_text())["schema_version"] == bench_train.SCHEMA_VERSION
   assert "| MFU |" in paths["md"].read_text()
