@@ -42,12 +42,14 @@ from research import attention
 from research.attention.masks import Segments
 
 REFERENCE = "reference"  # jax.nn.dot_product_attention called directly
+HBM_PEAKS = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "TPU v4": 1.2e12, "TPU v5 lite": 0.82e12}  # bytes/s
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEMA_VERSION = 1
 RESULT_FIELDS = ("schema_version", "kind", "spec", "device", "platform", "num_devices", "jax_version", "rows",
                  "summary")
 ROW_FIELDS = ("variant", "length", "temp_bytes", "memory_bytes", "compile_s", "fwd_s", "fwd_bwd_s", "repeats_done",
-              "flops", "flops_fwd_bwd", "tflops_s", "tflops_s_fwd_bwd", "gb_s", "gb_s_fwd_bwd")  # + ratio_* (variants)
+              "custom_calls", "flops", "flops_fwd_bwd", "tflops_s", "tflops_s_fwd_bwd", "gb_s", "gb_s_fwd_bwd")
+# + ratio_fwd, ratio_fwd_bwd (variants) and hbm_fraction_fwd_bwd (devices with a known HBM peak)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +179,7 @@ def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
   row["fwd_s"], n_fwd = median_time(lambda: compiled_fwd(*fwd_args), spec.repeats, spec.warmup, spec.max_seconds)
   row["fwd_bwd_s"], n_bwd = median_time(lambda: compiled(*bwd_args), spec.repeats, spec.warmup, spec.max_seconds)
   row["repeats_done"] = min(n_fwd, n_bwd)
+  row["custom_calls"] = custom_calls(compiled_fwd.as_text())  # e.g. cuDNN's fused attention on GPU
   variant = "softmax" if name == REFERENCE else name
   cfg = attention.make_config(variant, {})
   flops = attention_flops(variant, cfg, spec.batch, length, spec.heads, spec.head_dim, spec.causal)
@@ -186,6 +189,15 @@ def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
              tflops_s=flops / row["fwd_s"] / 1e12, tflops_s_fwd_bwd=3 * flops / row["fwd_bwd_s"] / 1e12,
              gb_s=4 * tensor / row["fwd_s"] / 1e9, gb_s_fwd_bwd=(4 + 8) * tensor / row["fwd_bwd_s"] / 1e9)
   return row
+
+
+def custom_calls(hlo_text: str) -> list[str]:
+  """Sorted custom-call targets of a compiled program (cuDNN flash attention shows as `__cudnn$fmha...`)."""
+  return sorted(set(re.findall(r'custom_call_target="([^"]+)"', hlo_text)))
+
+
+def hbm_peak(device_kind: str) -> float | None:
+  return next((peak for key, peak in HBM_PEAKS.items() if key.lower() in device_kind.lower()), None)
 
 
 def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -225,6 +237,10 @@ def run(spec: Spec, log: Callable[[str], Any] = print) -> dict[str, Any]:
           f"fwd {row['fwd_s'] * 1e3:9.2f} ms  fwd+bwd {row['fwd_bwd_s'] * 1e3:9.2f} ms  "
           f"mem {row['memory_bytes'] / 2**20:9.1f} MiB"))
   device = jax.devices()[0]
+  peak = hbm_peak(device.device_kind)
+  for row in rows:
+    if peak and "gb_s_fwd_bwd" in row:
+      row["hbm_fraction_fwd_bwd"] = row["gb_s_fwd_bwd"] * 1e9 / peak
   return {"schema_version": SCHEMA_VERSION, "kind": "attention", "spec": dataclasses.asdict(spec),
           "device": device.device_kind, "platform": device.platform, "num_devices": jax.device_count(),
           "jax_version": jax.__version__, "rows": rows, "summary": summarize(rows, spec.variants)}

@@ -62,6 +62,7 @@ def test_run_schema_and_outputs(tmp_path):
     (v, n) for v in (bench.REFERENCE, "softmax", "linear") for n in (32, 64)]
   for r in result["rows"]:
     assert set(bench.ROW_FIELDS) <= set(r) <= set(bench.ROW_FIELDS) | {"ratio_fwd", "ratio_fwd_bwd"}
+    assert isinstance(r["custom_calls"], list)
     assert r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 and r["flops"] > 0 and r["repeats_done"] == 2
     assert r["variant"] == bench.REFERENCE or r["ratio_fwd_bwd"] == pytest.approx(
       r["fwd_bwd_s"] / next(x["fwd_bwd_s"] for x in result["rows"]
@@ -78,3 +79,9 @@ def test_memory_budget_skips_without_running():
   spec = bench.Spec(variants=("softmax",), lengths=(256,), heads=2, head_dim=16, max_memory_gb=1e-6)
   row = bench.measure("softmax", spec, 256)
   assert row["skipped"].startswith("compiled memory") and "fwd_s" not in row
+
+
+def test_custom_calls_and_hbm_peaks():
+  hlo = 'x = f(y), custom_call_target="__cudnn$fmhaSoftmax", z = g(w), custom_call_target="__cudnn$fmhaSoftmax"'
+  assert bench.custom_calls(hlo) == ["__cudnn$fmhaSoftmax"] and bench.custom_calls("add(x, y)") == []
+  assert bench.hbm_peak("NVIDIA H100 80GB HBM3") == 3.35e12 and bench.hbm_peak("cpu") is None
