@@ -215,7 +215,7 @@ def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[s
       entry[f"{key}_top"] = loglog_slope(ns[-2:], ys[-2:]) if len(ns) >= 2 else None
     soft = {n: r["fwd_bwd_s"] for (v, n), r in by.items() if v == "softmax"}
     common = [n for n in ns if n in soft]
-    if name != "softmax" and common:
+    if name not in ("softmax", REFERENCE) and common:
       faster = [by[name, n]["fwd_bwd_s"] < soft[n] for n in common]
       entry["crossover_vs_softmax"] = next((n for i, n in enumerate(common) if all(faster[i:])), None)
     out[name] = entry
