@@ -153,6 +153,15 @@ def _bench(args) -> None:
     result = bench.run(spec)
     for kind, path in bench.write(result, Path(args.out), args.name).items():
       print(f"wrote {kind}: {path}")
+  elif args.bench_command == "peers":
+    from research.bench import peers
+
+    result = peers.run(tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+                       _int_list(args.lengths, "--lengths"), batch=args.batch, layers=args.layers,
+                       d_model=args.d_model, heads=args.heads, steps=args.steps, warmup=args.warmup)
+    print(peers.markdown(result))
+    for kind, path in peers.write(result, Path(args.out)).items():
+      print(f"wrote {kind}: {path}")
   elif args.bench_command == "train":
     from research.bench import train as bench_train
 
@@ -231,6 +240,17 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--max-seconds", type=float, default=30.0, help="time a slower point by one call")
   q.add_argument("--out", default="results/bench")
   q.add_argument("--name", default="attention")
+  q = bench.add_parser("peers", help="our train step vs x-transformers / performer-pytorch / "
+                       "linear-attention-transformer (needs: pip install -e '.[peers]')")
+  q.add_argument("--variants", default="softmax,performer,linear")
+  q.add_argument("--lengths", default="512,1024,2048,4096")
+  q.add_argument("--batch", type=int, default=4)
+  q.add_argument("--layers", type=int, default=4)
+  q.add_argument("--d-model", type=int, default=256)
+  q.add_argument("--heads", type=int, default=4)
+  q.add_argument("--steps", type=int, default=5)
+  q.add_argument("--warmup", type=int, default=1)
+  q.add_argument("--out", default="results/bench")
   q = bench.add_parser("train", help="train-step time, tokens/s, compile time, compiled memory, MFU")
   q.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   q.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")

@@ -8,6 +8,7 @@ compile time. Numerics stay IEEE fp32 (tolerances and bitwise-resume checks comp
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # with the [peers] extra: torch's OpenMP threads must not spin
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
 import jax  # noqa: E402
