@@ -13,20 +13,15 @@ from pathlib import Path
 
 import jax
 
+from research.config import writable_dir
+
 ENV = "RESEARCH_COMPILE_CACHE"
 
 
 def enable(directory: str | os.PathLike) -> Path:
   """Turn the cache on for this process (before the first compilation); returns the absolute directory."""
-  path = Path(directory).expanduser().absolute()
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_test"
-    probe.write_text("ok")
-    probe.unlink()
-  except OSError as e:
-    raise ValueError(f"compile cache directory {str(path)!r} is not writable ({e.strerror or e}); choose another "
-                     f"--compile-cache / {ENV}") from e
+  path = writable_dir(Path(directory).expanduser().absolute(), "compile cache directory",
+                      f"choose another --compile-cache / {ENV}")
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

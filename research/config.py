@@ -10,6 +10,19 @@ from typing import Any
 import ml_collections
 
 
+def writable_dir(path: str | Path, what: str, remedy: str) -> Path:
+  """`path` created if needed and probed for writing; else one ValueError naming `what` and the `remedy`."""
+  path = Path(path)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise ValueError(f"{what} {str(path)!r} is not writable ({e.strerror or e}); {remedy}") from e
+  return path
+
+
 def _split_top_level(text: str) -> list[str]:
   """Split on commas that are not inside brackets or quotes: `a=(1,2),b='x,y'` -> 2 items."""
   items, depth, quote, start = [], 0, None, 0

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from research.config import writable_dir
 from research.data import tasks
 from research.data.pipeline import Task, build_task, eval_batches, train_dataset
 from research.models.encoder import EncoderConfig
@@ -68,15 +69,7 @@ def validate(config) -> None:
 
 
 def prepare_workdir(workdir: str | Path) -> Path:
-  path = Path(workdir)
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_test"
-    probe.write_text("ok")
-    probe.unlink()
-  except OSError as e:
-    raise ValueError(f"workdir {str(path)!r} is not writable ({e.strerror or e}); choose another --workdir") from e
-  return path
+  return writable_dir(workdir, "workdir", "choose another --workdir")
 
 
 def _check_divisible(name: str, size: int, shards: int) -> None:
