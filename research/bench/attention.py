@@ -156,26 +156,32 @@ def compiled_memory(compiled) -> tuple[int, int]:
   return temp, temp + int(mem.argument_size_in_bytes + mem.output_size_in_bytes)
 
 
+def _compile(fn, args: tuple):
+  """(compiled executable, lowering + compile seconds)."""
+  tic = time.perf_counter()
+  compiled = fn.lower(*args).compile()
+  return compiled, time.perf_counter() - tic
+
+
 def compile_fwd_bwd(name: str, spec: Spec, length: int):
   """(compiled fwd+bwd executable, its arguments, compile seconds): the memory numbers come from this."""
   _, _, fwd_bwd, bwd_args = _programs(name, spec, length)
-  tic = time.perf_counter()
-  compiled = fwd_bwd.lower(*bwd_args).compile()
-  return compiled, bwd_args, time.perf_counter() - tic
+  compiled, compile_s = _compile(fwd_bwd, bwd_args)
+  return compiled, bwd_args, compile_s
 
 
 def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
   """One row: times, compiled memory, FLOPs, throughput of `name` (or REFERENCE) at `length`."""
   from research.bench.flops import attention_flops  # analytic per-variant counts
 
-  compiled, bwd_args, compile_s = compile_fwd_bwd(name, spec, length)
+  fwd, fwd_args, fwd_bwd, bwd_args = _programs(name, spec, length)  # inputs and variables built once
+  compiled, compile_s = _compile(fwd_bwd, bwd_args)
   temp, total = compiled_memory(compiled)
   row: dict[str, Any] = {"variant": name, "length": length, "temp_bytes": temp, "memory_bytes": total,
                          "compile_s": compile_s}
   if total > spec.max_memory_gb * 2**30:
     return {**row, "skipped": f"compiled memory {total / 2**30:.1f} GiB > max_memory_gb={spec.max_memory_gb}"}
-  fwd, fwd_args, _, _ = _programs(name, spec, length)
-  compiled_fwd = fwd.lower(*fwd_args).compile()
+  compiled_fwd, _ = _compile(fwd, fwd_args)
   row["fwd_s"], n_fwd = median_time(lambda: compiled_fwd(*fwd_args), spec.repeats, spec.warmup, spec.max_seconds)
   row["fwd_bwd_s"], n_bwd = median_time(lambda: compiled(*bwd_args), spec.repeats, spec.warmup, spec.max_seconds)
   row["repeats_done"] = min(n_fwd, n_bwd)
