@@ -158,7 +158,8 @@ def _bench(args) -> None:
 
     result = peers.run(tuple(v.strip() for v in args.variants.split(",") if v.strip()),
                        _int_list(args.lengths, "--lengths"), batch=args.batch, layers=args.layers,
-                       d_model=args.d_model, heads=args.heads, steps=args.steps, warmup=args.warmup)
+                       d_model=args.d_model, heads=args.heads, steps=args.steps, warmup=args.warmup,
+                       scan_unroll=args.scan_unroll)
     print(peers.markdown(result))
     for kind, path in peers.write(result, Path(args.out)).items():
       print(f"wrote {kind}: {path}")
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--layers", type=int, default=4)
   q.add_argument("--d-model", type=int, default=256)
   q.add_argument("--heads", type=int, default=4)
+  q.add_argument("--scan-unroll", type=int, default=0, help="ours: model.scan_unroll (0: all layers unrolled)")
   q.add_argument("--steps", type=int, default=5)
   q.add_argument("--warmup", type=int, default=1)
   q.add_argument("--out", default="results/bench")

@@ -104,12 +104,15 @@ class Shape:
   vocab_size: int = 256  # padded to a multiple of 128 on both sides (ours pads; the peer embedding takes it as is)
   num_classes: int = 10
   num_features: int = 64  # performer: random features m (our default)
+  scan_unroll: int = 0  # ours: model.scan_unroll; 0 = `layers` (the layer loop fully unrolled, our fastest on CPU)
 
   def __post_init__(self):
     for key in ("layers", "d_model", "heads", "length", "batch", "mlp_ratio", "vocab_size", "num_classes",
                 "num_features"):
       if getattr(self, key) < 1:
         raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+    if self.scan_unroll < 0:
+      raise ValueError(f"scan_unroll must be >= 0 (0: fully unrolled), got {self.scan_unroll}")
     if self.d_model % self.heads:
       raise ValueError(f"d_model={self.d_model} is not divisible by heads={self.heads}")
 
@@ -121,7 +124,8 @@ class Shape:
     options = {"num_features": self.num_features} if variant == "performer" else None
     return EncoderConfig(
       vocab_size=self.vocab_size, max_len=self.length, d_model=self.d_model, num_heads=self.heads,
-      num_layers=self.layers, mlp_dim=self.mlp_ratio * self.d_model, attention=variant, attention_cfg=options)
+      num_layers=self.layers, mlp_dim=self.mlp_ratio * self.d_model, attention=variant, attention_cfg=options,
+      scan_unroll=self.scan_unroll or self.layers)
 
 
 def require(module: str):
@@ -380,7 +384,9 @@ def markdown(result: dict[str, Any]) -> str:
     f"## Train step vs peer libraries on {result['device']}", "",
     f"{s['layers']}-layer d{s['d_model']} {s['heads']}-head encoder (MLP {s['mlp_dim']}, vocab {s['vocab_size']}, "
     f"{s['num_classes']} classes), batch {s['batch']}, AdamW step; median of {s['steps']} steps after {s['warmup']} "
-    f"warm-up, ours and the peer alternating. Threads: JAX {result['jax_threads']}, torch {result['torch_threads']}.",
+    f"warm-up, ours and the peer alternating. Threads: JAX {result['jax_threads']}, torch {result['torch_threads']}. "
+    f"Ours: model.scan_unroll={s.get('scan_unroll') or s['layers']} (the layer loop "
+    f"{'fully unrolled' if (s.get('scan_unroll') or s['layers']) >= s['layers'] else 'partly unrolled'}).",
     f"Versions: {vers}.", "",
     "| variant | peer | length | ours (s) | peer (s) | ratio peer/ours | params ours | params peer | diff |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|",

@@ -43,7 +43,7 @@ def encoder_config(config, seq_len: int, vocab_size: int) -> EncoderConfig:
     vocab_size=vocab_size, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
     num_layers=m.num_layers, mlp_dim=m.mlp_dim, mlp=m.mlp, dropout=m.dropout, attention=m.attention,
     attention_cfg=m.attention_cfg.to_dict(), positions=m.positions, remat_policy=m.remat_policy,
-    dtype=m.dtype, conv_kernel=m.conv_kernel)
+    scan_unroll=m.scan_unroll, dtype=m.dtype, conv_kernel=m.conv_kernel)
 
 
 def validate(config) -> None:

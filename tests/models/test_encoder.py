@@ -55,18 +55,21 @@ def test_packed_rows_equal_sequences_alone(attention, positions, conv):
     start += n
 
 
-def test_remat_policies_change_nothing_but_memory():
+def test_remat_policies_and_unrolling_change_nothing_but_memory_and_speed():
   tokens, segments = _tokens(2, 16), Segments.from_lengths(jnp.array([16, 9]), 16)
-  results = []
-  for policy in ("none", "full", "dots"):
-    model = Classifier(_cfg(remat_policy=policy), 10)
+  results, trees = [], []
+  for options in (dict(remat_policy="none"), dict(remat_policy="full"), dict(remat_policy="dots"),
+                  dict(scan_unroll=2), dict(scan_unroll=5, remat_policy="dots")):
+    model = Classifier(_cfg(**options), 10)
     variables = jax.jit(model.init)(jax.random.key(0), tokens, segments)
+    trees.append(jax.tree.map(jnp.shape, nn.meta.unbox(variables)))
     loss = lambda p, model=model: jnp.sum(model.apply({"params": p}, tokens, segments) ** 2)  # noqa: E731
     grads = jax.jit(jax.grad(loss))(variables["params"])
     results.append(jax.tree.leaves(nn.meta.unbox(grads)))
   for other in results[1:]:
     for a, b in zip(results[0], other, strict=True):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert all(tree == trees[0] for tree in trees[1:])  # unrolling keeps the stacked parameter tree (checkpoints)
 
 
 def test_bfloat16_compute_keeps_float32_params():
@@ -98,6 +101,8 @@ def test_too_long_sequence_and_bad_config_are_clear_errors():
     _cfg(d_model=30)
   with pytest.raises(ValueError, match="model.remat_policy='some'"):
     _cfg(remat_policy="some")
+  with pytest.raises(ValueError, match="model.scan_unroll must be >= 1.*got 0"):
+    _cfg(scan_unroll=0)
 
 
 def test_rope_scores_depend_only_on_relative_position():
