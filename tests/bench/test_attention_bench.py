@@ -75,6 +75,13 @@ def test_run_schema_and_outputs(tmp_path):
   assert paths["png"].read_bytes()[:4] == b"\x89PNG"
 
 
+def test_length_sized_variants_get_max_len_of_the_length_timed():
+  # synthesizer's default max_len is 512; an encoder built for 640 tokens would give it 640, and so does the bench
+  spec = bench.Spec(variants=("synthesizer",), lengths=(640,), batch=1, heads=1, head_dim=8, repeats=1)
+  row = bench.measure("synthesizer", spec, 640)
+  assert row["fwd_bwd_s"] > 0 and "skipped" not in row
+
+
 def test_memory_budget_skips_without_running():
   spec = bench.Spec(variants=("softmax",), lengths=(256,), heads=2, head_dim=16, max_memory_gb=1e-6)
   row = bench.measure("softmax", spec, 256)
