@@ -15,6 +15,9 @@ research bench train --config "$CFG" --name train_remat --steps 10 \
   --set "model.remat_policy='none'" --set "model.remat_policy='dots'" --set "model.remat_policy='full'"
 research bench train --config "$CFG" --name train_depth --steps 5 \
   --set model.num_layers=2 --set model.num_layers=8 --set model.num_layers=32
+research bench train --config "$CFG" --name train_unroll --steps 5 \
+  --set model.num_layers=2,model.scan_unroll=2 --set model.num_layers=8,model.scan_unroll=8 \
+  --set model.num_layers=32,model.scan_unroll=32
 # 4. persistent compilation cache: the same train benchmark cold, then warm, in fresh processes
 cache=$(mktemp -d)
 research --compile-cache "$cache" bench train --config "$CFG" --name train_cache_cold --steps 3
