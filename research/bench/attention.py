@@ -302,14 +302,16 @@ def plot(result: dict[str, Any], path: Path) -> Path:
   FigureCanvasAgg(fig)
   ax_t, ax_m = fig.subplots(1, 2)
   names = [REFERENCE, *result["spec"]["variants"]]
-  for name in names:
+  palette = [f"C{i}" for i in range(10)]  # 10 colours x 2 markers: no two of 20 lines look alike
+  for i, name in enumerate(names):
     pts = sorted((r["length"], r) for r in result["rows"] if r["variant"] == name and "skipped" not in r)
     if not pts:
       continue
     ns = [n for n, _ in pts]
-    style = dict(marker="o", markersize=3, linewidth=1.4, linestyle="--" if name == REFERENCE else "-")
+    style = dict(marker="os"[i // len(palette) % 2], markersize=3.5, linewidth=1.4, color=palette[i % len(palette)],
+                 linestyle="--" if name == REFERENCE else ("-" if i < len(palette) else ":"))
     (line,) = ax_t.plot(ns, [r["fwd_bwd_s"] * 1e3 for _, r in pts], label=name, **style)
-    ax_m.plot(ns, [r["temp_bytes"] / 2**20 for _, r in pts], color=line.get_color(), **style)
+    ax_m.plot(ns, [r["temp_bytes"] / 2**20 for _, r in pts], **style)
     cross = result["summary"].get(name, {}).get("crossover_vs_softmax")
     if cross is not None:
       y = next(r["fwd_bwd_s"] * 1e3 for n, r in pts if n == cross)
