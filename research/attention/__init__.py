@@ -66,10 +66,21 @@ def capabilities(name: str) -> Capabilities:
   return _lookup(name)[1]
 
 
+def config_fields(name: str) -> set[str]:
+  """The option names of a variant's Config."""
+  return {f.name for f in dataclasses.fields(get(name).Config)}
+
+
+def length_options(name: str, max_len: int) -> dict[str, int]:
+  """{"max_len": max_len} for variants whose parameters are sized by the longest sequence (linformer,
+  synthesizer), {} for the others: what a model built for `max_len` tokens gives its mixer."""
+  return {"max_len": max_len} if "max_len" in config_fields(name) else {}
+
+
 def make_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
   """The variant's frozen Config with `overrides` applied; unknown keys are a clear error."""
   cls = get(name)
-  fields = {f.name for f in dataclasses.fields(cls.Config)}
+  fields = config_fields(name)
   unknown = sorted(set(overrides or {}) - fields)
   if unknown:
     raise ValueError(

@@ -129,7 +129,7 @@ def _programs(name: str, spec: Spec, length: int):
       return jax.nn.dot_product_attention(q, k, v, is_causal=spec.causal)
     variables = {}
   else:
-    module = attention.build(name, mixer_options(name, length))
+    module = attention.build(name, attention.length_options(name, length))  # as an encoder for `length` would
 
     def apply(variables, q, k, v, lengths):
       return module.apply(variables, q, k, v, Segments.from_lengths(lengths, length), causal=spec.causal)
@@ -170,13 +170,6 @@ def compile_fwd_bwd(name: str, spec: Spec, length: int):
   return compiled, bwd_args, compile_s
 
 
-def mixer_options(name: str, length: int) -> dict[str, int]:
-  """Variants whose parameters are sized by the longest sequence (linformer, synthesizer) get max_len = the length
-  timed, as an encoder built for that length gives them (models/encoder.py); the others their defaults."""
-  fields = {f.name for f in dataclasses.fields(attention.get(name).Config)}
-  return {"max_len": length} if "max_len" in fields else {}
-
-
 def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
   """One row: times, compiled memory, FLOPs, throughput of `name` (or REFERENCE) at `length`."""
   from research.bench.flops import attention_flops  # analytic per-variant counts
@@ -194,7 +187,7 @@ def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
   row["repeats_done"] = min(n_fwd, n_bwd)
   row["custom_calls"] = custom_calls(compiled_fwd.as_text())  # e.g. cuDNN's fused attention on GPU
   variant = "softmax" if name == REFERENCE else name
-  cfg = attention.make_config(variant, mixer_options(variant, length))
+  cfg = attention.make_config(variant, attention.length_options(variant, length))
   flops = attention_flops(variant, cfg, spec.batch, length, spec.heads, spec.head_dim, spec.causal)
   itemsize = jnp.dtype(spec.dtype).itemsize
   tensor = spec.batch * length * spec.heads * spec.head_dim * itemsize

@@ -379,14 +379,14 @@ def _measure(variant: str, shape: Shape, steps: int, warmup: int) -> dict[str, A
 
 def markdown(result: dict[str, Any]) -> str:
   s = result["spec"]
+  unroll = s.get("scan_unroll") or s["layers"]  # 0 (or a result from before the field) = fully unrolled
   vers = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
   lines = [
     f"## Train step vs peer libraries on {result['device']}", "",
     f"{s['layers']}-layer d{s['d_model']} {s['heads']}-head encoder (MLP {s['mlp_dim']}, vocab {s['vocab_size']}, "
     f"{s['num_classes']} classes), batch {s['batch']}, AdamW step; median of {s['steps']} steps after {s['warmup']} "
     f"warm-up, ours and the peer alternating. Threads: JAX {result['jax_threads']}, torch {result['torch_threads']}. "
-    f"Ours: model.scan_unroll={s.get('scan_unroll') or s['layers']} (the layer loop "
-    f"{'fully unrolled' if (s.get('scan_unroll') or s['layers']) >= s['layers'] else 'partly unrolled'}).",
+    f"Ours: model.scan_unroll={unroll} (the layer loop {'fully' if unroll >= s['layers'] else 'partly'} unrolled).",
     f"Versions: {vers}.", "",
     "| variant | peer | length | ours (s) | peer (s) | ratio peer/ours | params ours | params peer | diff |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|",

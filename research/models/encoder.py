@@ -111,12 +111,12 @@ def _resolve_mixer_configs(names: list[str], given: Any, max_len: int) -> Any:
   """
   if given is None or isinstance(given, Mapping):
     options = dict(given or {})
-    unknown = [o for o in options if not any(o in _fields(n) for n in names)]
+    unknown = [o for o in options if not any(o in attention.config_fields(n) for n in names)]
     if unknown:
       raise ValueError(f"unknown attention option(s) {', '.join(map(repr, unknown))} for {'+'.join(names)}; "
-                       f"valid: {', '.join(sorted(set().union(*(_fields(n) for n in names))))}")
-    configs = tuple(attention.make_config(n, {**({"max_len": max_len} if "max_len" in _fields(n) else {}),
-                                              **{k: v for k, v in options.items() if k in _fields(n)}})
+                       f"valid: {', '.join(sorted(set().union(*map(attention.config_fields, names))))}")
+    configs = tuple(attention.make_config(n, {**attention.length_options(n, max_len),
+                                              **{k: v for k, v in options.items() if k in attention.config_fields(n)}})
                     for n in names)
   else:
     configs = tuple(given) if isinstance(given, (tuple, list)) else (given,)
@@ -124,10 +124,6 @@ def _resolve_mixer_configs(names: list[str], given: Any, max_len: int) -> Any:
         type(c) is not attention.get(n).Config for c, n in zip(configs, names, strict=True)):
       raise ValueError(f"attention_cfg {given!r} does not match attention {'+'.join(names)}")
   return configs[0] if len(configs) == 1 else configs
-
-
-def _fields(name: str) -> set[str]:
-  return {f.name for f in dataclasses.fields(attention.get(name).Config)}
 
 
 def _init(init, axes):
