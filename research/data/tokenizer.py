@@ -39,6 +39,12 @@ class ByteTokenizer:
   def decode(self, ids: Iterable[int]) -> str:
     return bytes(i - self.offset for i in ids if i >= self.offset).decode("utf-8", errors="replace")
 
+  def encode_with_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids and, per byte, the [start, end) character span of the character it belongs to."""
+    ids = self.encode(text)
+    chars = np.repeat(np.arange(len(text)), [len(c.encode("utf-8")) for c in text])
+    return ids, [(int(c), int(c) + 1) for c in chars]
+
 
 @dataclasses.dataclass(frozen=True)
 class SentencePieceOptions:
@@ -94,6 +100,23 @@ class SentencePieceTokenizer:
 
   def pieces(self, text: str) -> list[str]:
     return self.sp.encode(text, out_type=str)
+
+  def encode_with_spans(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids (as `encode`) and each piece's [start, end) character span in `text`, leading whitespace excluded.
+
+    Sentencepiece reports UTF-8 byte offsets; the byte-fallback pieces of one character share its span.
+    """
+    proto = self.sp.encode(text, out_type="proto")
+    char_start = np.cumsum([0] + [len(c.encode("utf-8")) for c in text])  # byte offset of each character
+    ids, spans = [], []
+    for piece in proto.pieces:
+      start = int(np.searchsorted(char_start, piece.begin, side="right")) - 1
+      end = max(int(np.searchsorted(char_start, piece.end, side="left")), min(start + 1, len(text)))
+      while start < end - 1 and text[start].isspace():
+        start += 1
+      ids.append(piece.id)
+      spans.append((start, end))
+    return ids, spans
 
   def save(self, path: str | Path) -> Path:
     path = Path(path)

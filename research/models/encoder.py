@@ -1,10 +1,14 @@
-"""The encoder: Embed -> N x Block(pre-LN, mixer, MLP) -> LayerNorm.
+"""The encoder: Embed -> N x Block(pre-LN, mixer, MLP) -> LayerNorm (or BERT's post-LN layout, `norm="post"`).
 
 Layers run under `nn.scan` (parameters stacked on a leading logical axis `layers`), optionally rematerialised.
 `scan_unroll` unrolls that loop without changing the parameter tree: on CPU a rolled loop writes every layer's
 saved activations into stacked buffers (zero-filled, then dynamic-update-sliced, then copied), ~10% of a train
 step of a 4-layer d256 encoder at 512 tokens (results/bench/README.md); unrolled, XLA keeps them per layer at
 the price of compiling each layer separately.
+`norm="post"` is BERT's layout for imported checkpoints (research/pretrained.py): LayerNorm after the summed
+embeddings and after each residual add, no final LayerNorm; with `norm_eps=1e-12` and `type_vocab_size=2` it
+computes Hugging Face's BertModel exactly. Every block sows its output as `intermediates/hidden` (the embeddings
+as `intermediates/embedded`), which costs nothing unless `apply(..., mutable="intermediates")` asks for it.
 The mixer is looked up in the attention registry by name; every parameter carries logical axis names and
 only `research.train.sharding.LOGICAL_RULES` says where they live.
 """
@@ -30,6 +34,7 @@ REMAT_POLICIES = {
 }
 POSITIONS = ("learned", "rope")
 MLPS = ("gelu", "geglu")
+NORMS = ("pre", "post")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,9 @@ class EncoderConfig:
   remat_policy: str = "none"
   scan_unroll: int = 1  # layers per iteration of the layer loop; >= num_layers unrolls it fully (same params)
   dtype: str = "float32"  # compute dtype; parameters stay fp32
+  norm: str = "pre"  # "pre": pre-LN blocks + final LayerNorm; "post": BERT (embedding LN, post-LN, no final LN)
+  norm_eps: float = 1e-6  # LayerNorm epsilon (BERT: 1e-12)
+  type_vocab_size: int = 0  # >0: learned token-type (segment A/B) embeddings, BERT's token_type_ids
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers", "mlp_dim"):
@@ -61,7 +69,7 @@ class EncoderConfig:
       raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-    checks = (("positions", POSITIONS), ("mlp", MLPS), ("remat_policy", tuple(REMAT_POLICIES)),
+    checks = (("positions", POSITIONS), ("mlp", MLPS), ("remat_policy", tuple(REMAT_POLICIES)), ("norm", NORMS),
               ("dtype", ("float32", "bfloat16", "float16")))
     for name, allowed in checks:
       if getattr(self, name) not in allowed:
@@ -71,6 +79,10 @@ class EncoderConfig:
                        f"{self.scan_unroll}")
     if self.conv_kernel < 0:
       raise ValueError(f"model.conv_kernel must be >= 0, got {self.conv_kernel}")
+    if self.type_vocab_size < 0:
+      raise ValueError(f"model.type_vocab_size must be >= 0, got {self.type_vocab_size}")
+    if not 0.0 < self.norm_eps < 1.0:
+      raise ValueError(f"model.norm_eps must be in (0, 1), got {self.norm_eps}")
     names = self.attention.split("+")
     if len(names) > 1 and len(names) != self.num_layers:
       raise ValueError(f"model.attention={self.attention!r} names {len(names)} layers but model.num_layers="
@@ -130,6 +142,12 @@ def _init(init, axes):
   return nn.with_logical_partitioning(init, axes)
 
 
+def layer_norm(cfg: EncoderConfig, name: str | None = None) -> nn.LayerNorm:
+  return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=jnp.dtype(cfg.dtype), name=name,
+                      scale_init=_init(nn.initializers.ones, ("embed",)),
+                      bias_init=_init(nn.initializers.zeros, ("embed",)))
+
+
 def rope(x_BxLxHxD: jax.Array, positions_BxL: jax.Array, base: float = 10_000.0) -> jax.Array:
   """Rotary embeddings (Su et al. 2021), rotate-half convention, positions restart per segment."""
   half = x_BxLxHxD.shape[-1] // 2
@@ -166,7 +184,7 @@ class Proj(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LN Transformer block; the mixer comes from the registry."""
+  """Transformer block (pre-LN, or post-LN with `cfg.norm="post"`); the mixer comes from the registry."""
 
   cfg: EncoderConfig
   deterministic: bool = True
@@ -175,13 +193,12 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x_BxLxE, segments: Segments):
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
-    norm = lambda name: nn.LayerNorm(  # noqa: E731
-      dtype=dtype, name=name,
-      scale_init=_init(nn.initializers.ones, ("embed",)), bias_init=_init(nn.initializers.zeros, ("embed",)))
+    pre = cfg.norm == "pre"
     dense_heads = lambda name: Proj(  # noqa: E731
       (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), "ble,ehd->blhd", 0, dtype, name=name)
 
-    h = norm("attn_norm")(x_BxLxE)
+    attn_norm, mlp_norm = layer_norm(cfg, "attn_norm"), layer_norm(cfg, "mlp_norm")
+    h = attn_norm(x_BxLxE) if pre else x_BxLxE
     if cfg.conv_kernel:
       h = ShortConv(cfg.conv_kernel, cfg.causal, dtype, name="conv")(h, segments)
     q, k, v = (dense_heads(n)(h) for n in ("query", "key", "value"))
@@ -195,8 +212,10 @@ class Block(nn.Module):
     o = Proj((cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype,
              name="out")(o_BxLxHxD)
     x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(o, deterministic=self.deterministic)
+    if not pre:
+      x_BxLxE = attn_norm(x_BxLxE)
 
-    h = norm("mlp_norm")(x_BxLxE)
+    h = mlp_norm(x_BxLxE) if pre else x_BxLxE
     width = cfg.mlp_dim * (2 if cfg.mlp == "geglu" else 1)
     h = nn.Dense(width, dtype=dtype, name="mlp_in", kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "mlp")),
                  bias_init=_init(nn.initializers.zeros, ("mlp",)))(h)
@@ -209,6 +228,9 @@ class Block(nn.Module):
                  kernel_init=_init(nn.initializers.lecun_normal(), ("mlp", "embed")),
                  bias_init=_init(nn.initializers.zeros, ("embed",)))(h)
     x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
+    if not pre:
+      x_BxLxE = mlp_norm(x_BxLxE)
+    self.sow("intermediates", "hidden", x_BxLxE)
     return nn.with_logical_constraint(x_BxLxE, ("batch", "length", "embed")), None
 
 
@@ -253,21 +275,38 @@ class Encoder(nn.Module):
     if cfg.positions == "learned":
       self.pos_embed = self.param(
         "pos_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.max_len, cfg.d_model))
+    if cfg.type_vocab_size:
+      self.type_embed = self.param(
+        "type_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.type_vocab_size, cfg.d_model))
+    if cfg.norm == "post":
+      self.embed_norm = layer_norm(cfg)
     self.stack = Stack(cfg)
-    self.final_norm = nn.LayerNorm(
-      dtype=jnp.dtype(cfg.dtype),
-      scale_init=_init(nn.initializers.ones, ("embed",)), bias_init=_init(nn.initializers.zeros, ("embed",)))
+    if cfg.norm == "pre":
+      self.final_norm = layer_norm(cfg)
     self.dropout = nn.Dropout(cfg.dropout)
 
-  def __call__(self, tokens_BxL: jax.Array, segments: Segments, deterministic: bool = True) -> jax.Array:
-    if tokens_BxL.shape[1] > self.cfg.max_len:
-      raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds model.max_len={self.cfg.max_len}")
+  def __call__(self, tokens_BxL: jax.Array, segments: Segments, deterministic: bool = True,
+               token_types_BxL: jax.Array | None = None) -> jax.Array:
+    """`token_types_BxL`: BERT's segment ids (default all 0); only with `type_vocab_size > 0`."""
+    cfg = self.cfg
+    if tokens_BxL.shape[1] > cfg.max_len:
+      raise ValueError(f"sequence length {tokens_BxL.shape[1]} exceeds model.max_len={cfg.max_len}")
+    if token_types_BxL is not None and not cfg.type_vocab_size:
+      raise ValueError("token_types_BxL given but model.type_vocab_size=0 (no token-type embeddings)")
     x_BxLxE = self.embed(tokens_BxL)
-    if self.cfg.positions == "learned":
+    if cfg.positions == "learned":
       x_BxLxE = x_BxLxE + jnp.take(self.pos_embed, segments.positions, axis=0).astype(x_BxLxE.dtype)
+    if cfg.type_vocab_size:
+      types_BxL = jnp.zeros_like(tokens_BxL) if token_types_BxL is None else token_types_BxL
+      x_BxLxE = x_BxLxE + jnp.take(self.type_embed, types_BxL, axis=0).astype(x_BxLxE.dtype)
+    if cfg.norm == "post":
+      x_BxLxE = self.embed_norm(x_BxLxE)
     x_BxLxE = self.dropout(x_BxLxE, deterministic=deterministic)
     x_BxLxE = nn.with_logical_constraint(x_BxLxE, ("batch", "length", "embed"))
-    x_BxLxE = self.final_norm(self.stack(x_BxLxE, segments, deterministic))
+    self.sow("intermediates", "embedded", x_BxLxE)
+    x_BxLxE = self.stack(x_BxLxE, segments, deterministic)
+    if cfg.norm == "pre":
+      x_BxLxE = self.final_norm(x_BxLxE)
     return jnp.where(segments.valid[..., None], x_BxLxE, 0).astype(x_BxLxE.dtype)
 
   def attend(self, x_BxLxE: jax.Array) -> jax.Array:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from research.config import writable_dir
 from research.data import tasks
 from research.data.pipeline import Task, build_task, eval_batches, train_dataset
+from research.embed import write_card
 from research.models.encoder import EncoderConfig
 from research.train import init_from
 from research.train.checkpoint import Checkpointer, abstract_like
@@ -43,7 +44,8 @@ def encoder_config(config, seq_len: int, vocab_size: int) -> EncoderConfig:
     vocab_size=vocab_size, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
     num_layers=m.num_layers, mlp_dim=m.mlp_dim, mlp=m.mlp, dropout=m.dropout, attention=m.attention,
     attention_cfg=m.attention_cfg.to_dict(), positions=m.positions, remat_policy=m.remat_policy,
-    scan_unroll=m.scan_unroll, dtype=m.dtype, conv_kernel=m.conv_kernel)
+    scan_unroll=m.scan_unroll, dtype=m.dtype, conv_kernel=m.conv_kernel,
+    norm=m.get("norm", "pre"), norm_eps=m.get("norm_eps", 1e-6), type_vocab_size=m.get("type_vocab_size", 0))
 
 
 def validate(config) -> None:
@@ -110,6 +112,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
   _check_divisible("train.batch_size", t.batch_size, shards)
   _check_divisible("train.eval_batch_size", t.eval_batch_size, shards)
   write_provenance(workdir, config)
+  write_card(workdir, enc_cfg, task)  # what research.embed needs to load this run's encoder
 
   model = build_model(task.kind, enc_cfg, task.num_classes, config.model.pool)
   tx = make_optimizer(t)

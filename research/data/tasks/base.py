@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ class Task:
   baseline: float  # the primary metric of a trivial predictor on test (majority class, chance, mean rating)
   card: dict = dataclasses.field(default_factory=dict)  # dataset-card facts (source, sizes, classes, lengths)
   train_map: Callable[[dict, np.random.Generator], dict] | None = None  # per-example random transform (train)
+  tokenizer: Any = None  # text tasks: the tokenizer rows were encoded with (research.embed reads it)
 
   def __post_init__(self):
     if self.kind not in KINDS:

@@ -164,6 +164,7 @@ def corpus_documents(cfg: Config) -> tuple[dict[str, list[np.ndarray]], dict[str
   sources = [(corpora.manifest(n) or {}).get("source", "?") for n in cfg.corpora]
   card = {"source": dict(zip(cfg.corpora, sources, strict=True)),
           "tokenizer": {"model_type": cfg.model_type, "vocab_size": tok.vocab_size, "trained_on": "train documents"}}
+  card["_tokenizer"] = tok  # popped by _build into Task.tokenizer
   return seqs, {s: len(idx) for s, idx in by_split.items()}, tok.vocab_size, card
 
 
@@ -187,7 +188,7 @@ def task_sequences(cfg: Config) -> tuple[dict[str, list[np.ndarray]], dict[str, 
   ids = [hashlib.blake2b(s.tobytes(), digest_size=16).hexdigest() for s in seqs]
   by_split = {s: [seq for seq, i in zip(seqs, ids, strict=True) if split_of(i) == s] for s in SPLITS}
   card = {"source": f"train split of task {cfg.self_task!r} {dict(cfg.self_task_cfg)}", "cls_stripped": strip,
-          "id_offset": offset}
+          "id_offset": offset, "_tokenizer": task.tokenizer if offset == 0 else None}  # ids unchanged: same tokenizer
   return by_split, {s: len(v) for s, v in by_split.items()}, task.vocab_size + offset, card
 
 
@@ -199,6 +200,7 @@ def build(cfg: Config) -> Task:
 def _build(cfg: Config, data_dir: str) -> Task:  # data_dir: part of the cache key only
   del data_dir
   seqs, documents, vocab_size, card = (task_sequences if cfg.self_task else corpus_documents)(cfg)
+  tok = card.pop("_tokenizer", None)
   empty = [s for s in SPLITS if not documents[s]]
   if empty:
     raise ValueError(f"mlm: split(s) {empty} got no documents ({documents}); raise max_documents="
@@ -232,4 +234,4 @@ def _build(cfg: Config, data_dir: str) -> Task:  # data_dir: part of the cache k
     mask_rate=cfg.mask_rate, seq_len=cfg.seq_len,
     baseline=f"predict the most frequent train token (id {top}) at every masked test position")
   train_map = functools.partial(mask_row, rate=cfg.mask_rate, vocab_size=vocab_size)
-  return Task("mlm", "tokens", splits, vocab_size, cfg.seq_len, vocab_size, baseline, card, train_map)
+  return Task("mlm", "tokens", splits, vocab_size, cfg.seq_len, vocab_size, baseline, card, train_map, tok)

@@ -215,4 +215,5 @@ def build(cfg: Config) -> Task:
       "baseline": "majority class accuracy on test (balanced: 0.5)",
       "build_seconds": round(time.perf_counter() - start, 3),
   }
-  return Task("retrieval", "pair", splits, ByteTokenizer.vocab_size, cfg.max_bytes + 1, 2, baseline, card)
+  return Task("retrieval", "pair", splits, ByteTokenizer.vocab_size, cfg.max_bytes + 1, 2, baseline, card,
+              tokenizer=ByteTokenizer())

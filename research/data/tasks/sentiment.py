@@ -172,10 +172,10 @@ def build(cfg: Config) -> Task:
     card["classes"] = {"0": "negative (rating < 0)", "1": "positive (rating > 0)"}
     card["balance"] = {s: float(splits[s]["targets"].mean()) for s in SPLITS}  # fraction positive
     card["baseline"] = f"test accuracy of the train majority class ({majority_class}): {baseline:.4f}"
-    return Task("sentiment", "classify", splits, tok.vocab_size, cfg.max_len, 2, baseline, card)
+    return Task("sentiment", "classify", splits, tok.vocab_size, cfg.max_len, 2, baseline, card, tokenizer=tok)
   mean = float(train_targets.mean())
   baseline = float(np.mean((test_targets.astype(np.float64) - mean) ** 2))
   card["ratings"] = {s: {"mean": float(splits[s]["targets"].mean()), "std": float(splits[s]["targets"].std())}
                      for s in SPLITS}
   card["baseline"] = f"test MSE of predicting the train mean ({mean:.4f}): {baseline:.4f}"
-  return Task("sentiment", "regress", splits, tok.vocab_size, cfg.max_len, 1, baseline, card)
+  return Task("sentiment", "regress", splits, tok.vocab_size, cfg.max_len, 1, baseline, card, tokenizer=tok)

@@ -220,4 +220,4 @@ def build(cfg: Config) -> Task:
       "build_seconds": round(time.perf_counter() - start, 3),
   }
   return Task("text_cls", "classify", splits, ByteTokenizer.vocab_size, cfg.max_bytes + 1, len(names), baseline,
-              card)
+              card, tokenizer=ByteTokenizer())

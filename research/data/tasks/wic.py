@@ -263,4 +263,4 @@ def build(cfg: Config) -> Task:
   }
   majority_class = int(np.bincount(splits["train"]["targets"], minlength=2).argmax())
   baseline = float((splits["test"]["targets"] == majority_class).mean())
-  return Task("wic", "classify", splits, tok.vocab_size, cfg.max_len, 2, baseline, card)
+  return Task("wic", "classify", splits, tok.vocab_size, cfg.max_len, 2, baseline, card, tokenizer=tok)

@@ -204,4 +204,4 @@ def build(cfg: Config) -> Task:
     "baseline_note": "0.0: no majority class; chance top-1 retrieval is 1/B for an eval batch of B pairs",
     "build_seconds": round(time.perf_counter() - t0, 2),
   }
-  return Task("xling", "match", splits, tok.vocab_size, cfg.max_len, 0, 0.0, card)
+  return Task("xling", "match", splits, tok.vocab_size, cfg.max_len, 0, 0.0, card, tokenizer=tok)
