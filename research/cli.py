@@ -222,6 +222,8 @@ def _eval(args) -> None:
   if args.eval_command == "polysemy":
     if not args.pretrained and not args.checkpoint:
       raise ValueError("research eval polysemy: give at least one --pretrained NAME or --checkpoint RUN")
+    if args.finetune_steps < 0:
+      raise ValueError(f"--finetune-steps {args.finetune_steps}; expected >= 0 (0: no fine-tuning)")
     if args.max_pairs is not None and args.max_pairs < 2:
       raise ValueError(f"--max-pairs {args.max_pairs}; expected an integer >= 2 (pairs per split)")
     layers = None if args.layers == "all" else _int_list(args.layers, "--layers")
@@ -231,7 +233,7 @@ def _eval(args) -> None:
     if not polysemy._NAME.fullmatch(args.name):
       raise ValueError(f"--name {args.name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
     result = polysemy.run(args.pretrained or (), args.checkpoint or (), layers=layers, max_pairs=args.max_pairs,
-                          xling_pairs=pairs, text_tasks=not args.wic_only,
+                          xling_pairs=pairs, text_tasks=not args.wic_only, finetune_steps=args.finetune_steps,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     paths = polysemy.write(result, Path(args.out), args.name)
     print(Path(paths["md"]).read_text())
@@ -338,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--overflow", choices=("error", "truncate", "window"), default="error",
                  help="texts longer than the model's maximum: error (default), keep the start, or windows")
   p.add_argument("--batch-size", type=int, default=32)
-  p = sub.add_parser("eval", help="evaluations of frozen encoders")
+  p = sub.add_parser("eval", help="evaluations of encoders (frozen probes, WiC fine-tuning)")
   p.set_defaults(func=_eval)
   evals = p.add_subparsers(dest="eval_command", required=True)
   q = evals.add_parser("polysemy", help="WiC polysemy per layer (every encoder); sentiment probe and "
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--xling-pairs", default="en-us:de,en-us:fr,de:fr",
                  help="language pairs for retrieval, comma-separated LANG:LANG (default: %(default)s)")
   q.add_argument("--wic-only", action="store_true", help="skip the sentiment probe and retrieval")
+  q.add_argument("--finetune-steps", type=int, default=0, help="also fine-tune each encoder + a linear head on "
+                 "WiC train for N steps of 32 pairs (260 = 2 epochs); 0 (default): frozen probes only")
   q.add_argument("--out", default="results")
   q.add_argument("--name", default="polysemy", help="output file stem: <out>/<name>.json|.md, <name>_wic.png")
   args = parser.parse_args(argv)

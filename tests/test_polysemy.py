@@ -124,6 +124,33 @@ def test_wic_frozen_small_subset_per_layer_and_deterministic(emb, monkeypatch):
   assert again["layers"] == result["layers"]
 
 
+def _same_sentence_pairs(n: int) -> dict[str, tuple[wic.Pair, ...]]:
+  """Label 1 iff both sentences are the same text: learnable from [u, v, |u-v|, u*v] of the target word."""
+  sents = ["the river bank", "two banks merged", "a bank loan", "banks of fog", "the bank is closed"]
+  out = {}
+  for k, split in enumerate(("train", "val", "test")):
+    rng = np.random.default_rng(k)
+    pairs = []
+    for i in range(n):
+      a = int(rng.integers(len(sents)))
+      b = a if i % 2 else (a + 1 + int(rng.integers(len(sents) - 1))) % len(sents)
+      pairs.append(wic.Pair("bank", "n", sents[a], sents[b], "x", "x", int(a == b)))
+    out[split] = tuple(pairs)
+  return out
+
+
+def test_wic_finetune_learns_a_learnable_rule_and_leaves_the_embedder_alone(emb, monkeypatch):
+  monkeypatch.setattr(wic, "pairs", lambda cfg: _same_sentence_pairs(64))
+  before = jax.tree.map(np.asarray, emb.variables)
+  result = polysemy.wic_finetune(emb, wic.Config(), steps=60, batch_size=16, learning_rate=3e-3, eval_every=20)
+  assert [h["step"] for h in result["history"]] == [20, 40, 60]
+  assert result["val_accuracy"] >= 0.9 and result["test_accuracy_best_val"] >= 0.9, result
+  assert result["history"][-1]["loss"] < result["history"][0]["loss"]
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, emb.variables), before)
+  with pytest.raises(ValueError, match="finetune steps=0"):
+    polysemy.wic_finetune(emb, wic.Config(), steps=0)
+
+
 def test_wic_similarities_use_the_target_tokens(emb):
   """Byte tokens: the target vector is the mean over exactly the target word's bytes."""
   pair = wic.Pair("bank", "n", "the bank", "banks here", "x", "x", 1)

@@ -156,6 +156,104 @@ def wic_frozen(embedder, wic_cfg: wic.Config, layers: Sequence[int], *, max_pair
   }
 
 
+def _pair_arrays(embedder, split_pairs: Sequence[wic.Pair]) -> dict[str, np.ndarray]:
+  """Token ids [N, 2, L], lengths [N, 2] and target-token masks [N, 2, L] of both sentences of every pair."""
+  rows = []
+  for p in split_pairs:
+    for text in (p.sentence_a, p.sentence_b):
+      ids, spans = embedder._wrap(*(x[:embedder.capacity] for x in embedder.tokenize(text)))
+      start, end = target_spans(text, p.lemma, p.pos)
+      spans = np.asarray(spans)
+      rows.append((ids, (spans[:, 0] < end) & (spans[:, 1] > start) & (spans[:, 1] > spans[:, 0])))
+  length = -(-max(len(ids) for ids, _ in rows) // 16) * 16
+  tokens, masks = np.zeros((len(rows), length), np.int32), np.zeros((len(rows), length), np.float32)
+  for i, (ids, hit) in enumerate(rows):
+    if not hit.any():
+      raise ValueError(f"wic pair {i // 2}: no token covers the target word (truncated away?)")
+    tokens[i, :len(ids)], masks[i, :len(ids)] = ids, hit
+  lengths = np.array([len(ids) for ids, _ in rows], np.int32)
+  n = len(split_pairs)
+  return {"tokens": tokens.reshape(n, 2, length), "lengths": lengths.reshape(n, 2),
+          "masks": masks.reshape(n, 2, length), "labels": np.array([p.label for p in split_pairs], np.int32)}
+
+
+def wic_finetune(embedder, wic_cfg: wic.Config, *, steps: int = 260, batch_size: int = 32, learning_rate: float = 3e-5,
+                 seed: int = 0, eval_every: int = 50) -> dict[str, Any]:
+  """Fine-tune the whole encoder + a head on WiC train: the target word's output vectors u, v of the two sentences
+  -> [u, v, |u - v|, u * v] -> linear -> 2 classes (Sentence-BERT's classification features). AdamW, linear
+  warmup (10%) and decay, no dropout; every pair order from `seed`. Reports test accuracy at the best-val
+  evaluation and at the last step. The embedder's own parameters are not modified."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from research.attention.masks import Segments
+  from research.models.encoder import Encoder
+
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"finetune steps={steps!r}; expected a positive integer")
+  t0 = time.perf_counter()
+  pairs = wic.pairs(wic_cfg)
+  data = {split: _pair_arrays(embedder, pairs[split]) for split in ("train", *EVAL_SPLITS)}
+  encoder, d = Encoder(embedder.cfg), embedder.cfg.d_model
+  frozen = {k: v for k, v in embedder.variables.items() if k != "params"}  # e.g. Performer's random features
+  head = nn.Dense(2, kernel_init=nn.initializers.normal(0.02))
+  params = {"encoder": embedder.variables["params"],
+            "head": head.init(jax.random.key(seed), jnp.zeros((1, 4 * d)))["params"]}
+
+  def logits(params, tokens_Bx2xL, lengths_Bx2, masks_Bx2xL):
+    b, _, length = tokens_Bx2xL.shape
+    segments = Segments.from_lengths(lengths_Bx2.reshape(-1), length)
+    x = encoder.apply({"params": params["encoder"], **frozen}, tokens_Bx2xL.reshape(2 * b, length), segments)
+    m = masks_Bx2xL.reshape(2 * b, length)
+    target = (jnp.einsum("nle,nl->ne", x.astype(jnp.float32), m) / m.sum(-1, keepdims=True)).reshape(b, 2, d)
+    u, v = target[:, 0], target[:, 1]
+    return head.apply({"params": params["head"]}, jnp.concatenate([u, v, jnp.abs(u - v), u * v], -1))
+
+  warmup = max(1, steps // 10)
+  lr = optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup),
+                             optax.linear_schedule(learning_rate, 0.0, max(1, steps - warmup))], [warmup])
+  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(lr, weight_decay=0.01))
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def train_step(params, opt_state, batch):
+    def loss_fn(p):
+      return optax.softmax_cross_entropy_with_integer_labels(
+        logits(p, batch["tokens"], batch["lengths"], batch["masks"]), batch["labels"]).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  predict = jax.jit(lambda p, t, n, m: jnp.argmax(logits(p, t, n, m), -1))
+
+  def accuracy(params, split):
+    arrays, correct = data[split], 0
+    for i in range(0, len(arrays["labels"]), 128):
+      sl = slice(i, i + 128)
+      correct += int((np.asarray(predict(params, arrays["tokens"][sl], arrays["lengths"][sl], arrays["masks"][sl]))
+                      == arrays["labels"][sl]).sum())
+    return correct / len(arrays["labels"])
+
+  rng = np.random.default_rng(seed)
+  train, n = data["train"], len(data["train"]["labels"])
+  order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * batch_size // n))])
+  history, best = [], None
+  for step in range(1, steps + 1):
+    idx = order[(step - 1) * batch_size: step * batch_size]
+    params, opt_state, loss = train_step(params, opt_state, {k: v[idx] for k, v in train.items()})
+    if step % eval_every == 0 or step == steps:
+      row = {"step": step, "loss": float(loss), "val_accuracy": accuracy(params, "val")}
+      history.append(row)
+      if best is None or row["val_accuracy"] > best["val_accuracy"]:
+        best = {**row, "test_accuracy": accuracy(params, "test")}
+  return {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+          "train_pairs": n, "best_step": best["step"], "val_accuracy": best["val_accuracy"],
+          "test_accuracy_best_val": best["test_accuracy"], "test_accuracy_final": accuracy(params, "test"),
+          "history": history, "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _layer_list(embedder, layers: Sequence[int] | None) -> list[int]:
   """Layers as indices 0..num_layers (negative ones counted from the output), validated by the embedder."""
   n = embedder.cfg.num_layers
@@ -290,8 +388,9 @@ def xling_retrieval(embedder, xling_cfg: xling.Config | Sequence[xling.Config], 
 # --------------------------------------------------------------------------------------------------- run
 def run(pretrained: Sequence[str] = (), checkpoints: Sequence[str | Path] = (), *, layers: Sequence[int] | None = None,
         max_pairs: int | None = None, xling_pairs: Sequence[tuple[str, str]] = XLING_PAIRS,
-        text_tasks: bool = True, log=print) -> dict[str, Any]:
-  """WiC per layer for every encoder; sentiment and xling for the pretrained ones (when `text_tasks`)."""
+        text_tasks: bool = True, finetune_steps: int = 0, log=print) -> dict[str, Any]:
+  """WiC per layer for every encoder (and, with `finetune_steps`, a fine-tuned WiC classifier); sentiment and
+  xling for the pretrained ones (when `text_tasks`)."""
   from research.embed import Embedder
 
   if not pretrained and not checkpoints:
@@ -308,6 +407,9 @@ def run(pretrained: Sequence[str] = (), checkpoints: Sequence[str | Path] = (), 
     entry = {"name": emb.name, "kind": kind, "source": source, "num_layers": emb.cfg.num_layers,
              "d_model": emb.cfg.d_model, "max_tokens": emb.max_tokens,
              "wic": wic_frozen(emb, wic.Config(), _layer_list(emb, layers), max_pairs=max_pairs)}
+    if finetune_steps:
+      log(f"{emb.name}: fine-tuning on WiC for {finetune_steps} steps")
+      entry["wic_finetune"] = wic_finetune(emb, wic.Config(), steps=finetune_steps)
     if text_tasks and kind == "pretrained":
       log(f"{emb.name}: sentiment probe")
       entry["sentiment"] = sentiment_probe(emb, sentiment.Config())
@@ -356,6 +458,13 @@ def markdown(results: dict[str, Any]) -> str:
       lines.append(f"| {r['layer']} | {_pct(r['val_accuracy'])} | {_pct(r['test_accuracy'])} | {r['threshold']:.4f} | "
                    f"{'-' if same is None else f'{same:.3f}'} | {'-' if diff is None else f'{diff:.3f}'} |")
     lines.append("")
+    f = e.get("wic_finetune")
+    if f:
+      lines += [f"WiC fine-tuned (whole encoder + linear head on the target word's [u, v, |u-v|, u*v]; {f['steps']} "
+                f"steps x {f['batch_size']} of {f['train_pairs']} train pairs, AdamW lr {f['learning_rate']:g}; "
+                f"{f['seconds']:.0f} s): test {_pct(f['test_accuracy_best_val'])}% at the best val step "
+                f"{f['best_step']} (val {_pct(f['val_accuracy'])}%), {_pct(f['test_accuracy_final'])}% at the "
+                "last.", ""]
     s = e.get("sentiment")
     if s:
       lines += [f"Sentiment probe (VADER {s['config']['corpus']}, binary; layer {s['layer']}, {s['pooling']} pooling"
