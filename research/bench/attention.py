@@ -25,7 +25,6 @@ whose first call takes longer than `max_seconds` is timed by that call alone (`r
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import statistics
@@ -40,6 +39,7 @@ import numpy as np
 
 from research import attention
 from research.attention.masks import Segments
+from research.report import write_files
 
 REFERENCE = "reference"  # jax.nn.dot_product_attention called directly
 HBM_PEAKS = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "TPU v4": 1.2e12, "TPU v5 lite": 0.82e12}  # bytes/s
@@ -325,10 +325,4 @@ def plot(result: dict[str, Any], path: Path) -> Path:
 
 def write(result: dict[str, Any], out_dir: Path, name: str = "attention") -> dict[str, Path]:
   """`<out_dir>/<device>/<name>.json|md|png`."""
-  base = Path(out_dir) / device_dir(result["device"])
-  base.mkdir(parents=True, exist_ok=True)
-  paths = {"json": base / f"{name}.json", "md": base / f"{name}.md", "png": base / f"{name}.png"}
-  paths["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-  paths["md"].write_text(markdown(result))
-  plot(result, paths["png"])
-  return paths
+  return write_files(Path(out_dir) / device_dir(result["device"]), name, result, markdown(result), plot)

@@ -54,7 +54,6 @@ import dataclasses
 import functools
 import importlib
 import importlib.metadata
-import json
 import os
 import statistics
 import sys
@@ -73,6 +72,7 @@ from research.attention.masks import Segments
 from research.attention.performer import PerformerAttention, draw_features
 from research.bench.attention import device_dir
 from research.models.encoder import EncoderConfig
+from research.report import write_files
 from research.train.objectives import build_model
 from research.train.optimizer import make_optimizer
 from research.train.sharding import LOGICAL_RULES, batch_sharding, make_mesh
@@ -402,12 +402,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write(result: dict[str, Any], out_dir: Path, name: str = "peers") -> dict[str, Path]:
-  base = Path(out_dir) / device_dir(result["device"])
-  base.mkdir(parents=True, exist_ok=True)
-  paths = {"json": base / f"{name}.json", "md": base / f"{name}.md"}
-  paths["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-  paths["md"].write_text(markdown(result))
-  return paths
+  return write_files(Path(out_dir) / device_dir(result["device"]), name, result, markdown(result))
 
 
 # --- FAVOR+ equivalence --------------------------------------------------------------------------------------------

@@ -18,7 +18,6 @@ on real batches of the config's task. Reported:
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from research import attention
 from research.bench.attention import device_dir
 from research.bench.flops import attention_flops
 from research.data.pipeline import build_task, train_dataset
+from research.report import write_files
 from research.train.loop import compile_train_step, encoder_config, validate
 from research.train.objectives import build_model
 from research.train.optimizer import make_optimizer
@@ -166,9 +166,4 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write(result: dict[str, Any], out_dir: Path, name: str) -> dict[str, Path]:
-  base = Path(out_dir) / device_dir(result["rows"][0]["device"])
-  base.mkdir(parents=True, exist_ok=True)
-  paths = {"json": base / f"{name}.json", "md": base / f"{name}.md"}
-  paths["json"].write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-  paths["md"].write_text(markdown(result))
-  return paths
+  return write_files(Path(out_dir) / device_dir(result["rows"][0]["device"]), name, result, markdown(result))

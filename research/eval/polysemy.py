@@ -24,7 +24,6 @@ Nothing here trains the encoder; every number comes from `research.embed.Embedde
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -524,10 +523,6 @@ def write(results: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, 
     raise ValueError(f"--name {name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
   if not results.get("encoders"):
     raise ValueError("results hold no encoder")
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}_wic.png"}
-  paths["json"].write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-  paths["md"].write_text(markdown(results))
-  plot(results, paths["png"])
-  return paths
+  from research.report import write_files
+
+  return write_files(out_dir, name, results, markdown(results), plot, "_wic")
