@@ -240,6 +240,31 @@ def _eval(args) -> None:
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
+# --- research linearize ------------------------------------------------------------------------------------------
+def _linearize(args) -> dict:
+  from research.linearize import linearize
+
+  config = load_config(args.config)
+  if args.teacher:
+    config.teacher = args.teacher
+  if args.feature_map:
+    config.feature_map = args.feature_map
+  summary = linearize(config, args.workdir, progress=not args.no_progress)
+  print(json.dumps(summary, indent=2, sort_keys=True))
+  return summary
+
+
+def _add_linearize(sub) -> None:
+  p = sub.add_parser("linearize", help="distil a pretrained encoder's softmax attention into linear attention "
+                     "(research/linearize.py); resumes automatically from --workdir")
+  p.add_argument("--config", required=True, help="experiments/linearize.py[:key=value,...]")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--teacher", help="a registered pretrained model (overrides the config's teacher)")
+  p.add_argument("--feature-map", help="hedgehog, based or performer (overrides the config's feature_map)")
+  p.add_argument("--no-progress", action="store_true")
+  p.set_defaults(func=_linearize)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
   parser.add_argument("--compile-cache", metavar="DIR", default=os.environ.get("RESEARCH_COMPILE_CACHE"),
@@ -357,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                  "WiC train for N steps of 32 pairs (260 = 2 epochs); 0 (default): frozen probes only")
   q.add_argument("--out", default="results")
   q.add_argument("--name", default="polysemy", help="output file stem: <out>/<name>.json|.md, <name>_wic.png")
+  _add_linearize(sub)
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged

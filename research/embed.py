@@ -115,14 +115,12 @@ class Embedder:
     path = Path(path)
     workdir = path.parent if path.name == "checkpoints" else path
     state, step, _ = init_from.load(workdir)
-    cfg, tok, add_cls, max_tokens = _run_encoder(workdir, tokenizers)
+    cfg, tok, options = _run_encoder(workdir, tokenizers)
     key = init_from._encoder_key(state["params"], f"run {workdir}")
     variables = {"params": state["params"][key],
                  **{c: tree[key] for c, tree in state.get("extra", {}).items() if key in tree}}
     _check_tree(variables["params"], cfg, workdir)
-    options = dict(max_tokens=max_tokens, add_cls=add_cls, add_sep=False, pooling="mean", normalize=False,
-                   name=f"{workdir}@{step}")
-    return cls(cfg, variables, tok, **{**options, **kwargs})
+    return cls(cfg, variables, tok, **{**options, "name": f"{workdir}@{step}", **kwargs})
 
   # ------------------------------------------------------------------------------------------------- encoding
   def tokenize(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -276,9 +274,9 @@ def _check_tree(params: dict, cfg: EncoderConfig, where: Path) -> None:
                      f"checkpoint {got.get(k, 'missing')} vs config {expected.get(k, 'missing')}")
 
 
-def _run_encoder(workdir: Path, tokenizers) -> tuple[EncoderConfig, Any, bool, int]:
-  """(encoder config, tokenizer, add_cls, max tokens) of a run: from its encoder.json, else rebuilt from its
-  provenance config (the task is built again: slower, and its corpus must be installed)."""
+def _run_encoder(workdir: Path, tokenizers) -> tuple[EncoderConfig, Any, dict]:
+  """(encoder config, tokenizer, Embedder options) of a run: from its encoder.json (research train, research
+  linearize), else rebuilt from its provenance config (the task is built again: slower, its corpus installed)."""
   card_path = workdir / CARD
   if card_path.is_file():
     try:
@@ -291,20 +289,30 @@ def _run_encoder(workdir: Path, tokenizers) -> tuple[EncoderConfig, Any, bool, i
       tok = tokenizers.load(workdir / TOKENIZER_FILE)
     elif kind == "bytes":
       tok = tokenizers.ByteTokenizer()
+    elif kind == "wordpiece":  # a student of an imported model (research linearize): the teacher's tokenizer
+      from research.pretrained import WordPieceTokenizer, model_dir
+
+      tok = WordPieceTokenizer(model_dir(card["teacher"]) / "tokenizer.json")
     else:
       raise ValueError(f"run {workdir} trained on task {card.get('task')!r}, which has no text tokenizer; "
                        "embed runs of text tasks (mlm on corpora, wic, sentiment, xling, text_cls, retrieval)")
-    return cfg, tok, bool(card.get("add_cls", True)), int(card.get("max_tokens", cfg.max_len))
+    options = {"max_tokens": int(card.get("max_tokens", cfg.max_len)), "add_cls": bool(card.get("add_cls", True)),
+               "add_sep": bool(card.get("add_sep", False)), "pooling": card.get("pooling", "mean"),
+               "normalize": bool(card.get("normalize", False))}
+    return cfg, tok, options
   provenance = workdir / "provenance.json"
   if not provenance.is_file():
     raise ValueError(f"{workdir} has neither {CARD} nor provenance.json; expected the workdir of a research train run")
   import ml_collections
 
+  from research.config import MODEL_DEFAULTS
   from research.data.tasks import build
   from research.train.loop import encoder_config
 
   config = ml_collections.ConfigDict(json.loads(provenance.read_text())["config"])
+  config.model = ml_collections.ConfigDict({**MODEL_DEFAULTS, **config.model.to_dict()})  # options added later
   task = build(config.task, config.data.to_dict())
   if getattr(task, "tokenizer", None) is None:
     raise ValueError(f"run {workdir} trained on task {config.task!r}, which has no text tokenizer")
-  return encoder_config(config, task.seq_len, task.vocab_size), task.tokenizer, task.name != "mlm", task.seq_len
+  options = {"max_tokens": task.seq_len, "add_cls": task.name != "mlm", "add_sep": False}
+  return encoder_config(config, task.seq_len, task.vocab_size), task.tokenizer, options

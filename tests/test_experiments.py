@@ -29,10 +29,11 @@ TASK_OF = {"lra": "pathfinder"}
 
 ANALYSES = ("performer_approx",)  # experiments that measure rather than train
 STAGED = ("self_pretrain",)  # pretrain then fine-tune: test_self_pretraining_stages
+OWN_DRIVER = ("linearize",)  # research linearize, not research train: tests/test_linearize.py
 
 
 def test_every_task_has_an_experiment():
-  assert sorted(p.stem for p in EXPERIMENTS.glob("*.py")) == sorted([*SMALL, *ANALYSES, *STAGED])
+  assert sorted(p.stem for p in EXPERIMENTS.glob("*.py")) == sorted([*SMALL, *ANALYSES, *STAGED, *OWN_DRIVER])
 
 
 def test_performer_approximation_improves_with_features(tmp_path):

@@ -1,0 +1,54 @@
+"""Linearize MiniLM: distil its softmax attention into Hedgehog (or Based, Performer) linear attention.
+
+  research linearize --config experiments/linearize.py --workdir runs/linearize/minilm-hedgehog
+  research linearize --config experiments/linearize.py:size=full --feature-map based --workdir runs/linearize/based
+  research linearize --config experiments/linearize.py:attention_cfg.feature_dim=64,stage2.steps=0 --workdir ...
+
+Stage 1 trains only the feature maps on the attention-distillation loss; stage 2 fine-tunes the whole student on
+hidden-state MSE + (1 − cosine) of the sentence embeddings (research/linearize.py). `size=tiny` (default,
+150 + 150 steps) takes ~15 min on 2 CPU cores; `size=full` is for an accelerator.
+
+Measured (CPU, 2 cores shared with background jobs; hedgehog, 30 + 30 steps, batch 8, 128 tokens, warmup 3,
+`:stage1.steps=30,stage2.steps=30,train.eval_every=15,stage1.warmup_steps=3,stage2.warmup_steps=3`; 94 held-out
+rows): 2.7 s/step (stage 1), 2.9 s/step (stage 2), 5.3 min wall. Held-out student vs MiniLM:
+  attention KL (mean over 6 layers)   1.308 (swapped, untrained) -> 0.529 (after stage 1) -> 0.521 (after stage 2)
+  sentence-embedding cosine           0.522 -> 0.844 -> 0.889
+  hidden-state MSE (all layers)       0.0998 -> 0.0702 -> 0.0570
+"""
+
+import ml_collections
+
+from research.config import apply_overrides, parse_overrides
+
+PRESETS = {
+  "full": {
+    "stage1": dict(steps=2_000, warmup_steps=100),
+    "stage2": dict(steps=4_000, warmup_steps=200),
+    "train": dict(batch_size=32, eval_every=500, eval_batch_size=64),
+    "data": dict(max_tokens=256, max_documents=5_000, max_rows=40_000, held_out_rows=256),
+  },
+}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.teacher = "minilm"  # a registered pretrained model (research/pretrained.py)
+  c.feature_map = "hedgehog"  # hedgehog | based | performer
+  c.attention_cfg = ml_collections.ConfigDict()  # the linear mixer's options, e.g. feature_dim
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+    corpora=("linux-doc", "python-doc", "wordnet"), max_tokens=128, max_documents=300, max_rows=1_500,
+    held_out_percent=5.0, held_out_rows=32))  # held_out_rows per corpus
+  c.stage1 = ml_collections.ConfigDict(dict(steps=150, learning_rate=1e-2, warmup_steps=10))
+  c.stage2 = ml_collections.ConfigDict(dict(steps=150, learning_rate=1e-4, warmup_steps=10, cosine_weight=1.0))
+  c.train = ml_collections.ConfigDict(dict(
+    batch_size=8, eval_batch_size=16, eval_every=50, log_every=5, keep_last=2, clip_norm=1.0, weight_decay=0.0,
+    stop_after=-1))  # stop_after: return after this global step (checkpointed); -1 = run to the end
+  overrides = parse_overrides(arg)
+  size = overrides.pop("size", "tiny")
+  if size != "tiny":
+    if size not in PRESETS:
+      raise ValueError(f"unknown size {size!r}; choose one of {', '.join(['tiny', *PRESETS])}")
+    for section, updates in PRESETS[size].items():
+      c[section].update(updates)
+  return apply_overrides(c, overrides)
