@@ -219,6 +219,8 @@ def _language_pairs(text: str) -> tuple[tuple[str, str], ...]:
 def _eval(args) -> None:
   from research.eval import polysemy
 
+  if not polysemy._NAME.fullmatch(args.name):
+    raise ValueError(f"--name {args.name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
   if args.eval_command == "polysemy":
     if not args.pretrained and not args.checkpoint:
       raise ValueError("research eval polysemy: give at least one --pretrained NAME or --checkpoint RUN")
@@ -230,14 +232,24 @@ def _eval(args) -> None:
     if layers is not None and not layers:
       raise ValueError(f"--layers {args.layers!r}; expected 'all' or comma-separated layer indices, e.g. 0,3,6")
     pairs = _language_pairs(args.xling_pairs)
-    if not polysemy._NAME.fullmatch(args.name):
-      raise ValueError(f"--name {args.name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
     result = polysemy.run(args.pretrained or (), args.checkpoint or (), layers=layers, max_pairs=args.max_pairs,
                           xling_pairs=pairs, text_tasks=not args.wic_only, finetune_steps=args.finetune_steps,
                           log=lambda m: print(m, file=sys.stderr, flush=True))
     paths = polysemy.write(result, Path(args.out), args.name)
-    print(Path(paths["md"]).read_text())
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+  elif args.eval_command == "retention":
+    from research.eval import retention
+
+    lengths = () if args.lengths.strip() in ("", "none") else _int_list(args.lengths, "--lengths")
+    if any(n < 1 for n in lengths):
+      raise ValueError(f"--lengths {args.lengths!r}; expected positive integers (or 'none' to skip timing)")
+    if args.rows_per_corpus < 1:
+      raise ValueError(f"--rows-per-corpus {args.rows_per_corpus}; expected >= 1")
+    result = retention.run(args.student, workdir=args.workdir, xling_pairs=_language_pairs(args.xling_pairs),
+                           rows_per_corpus=args.rows_per_corpus, lengths=lengths,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    paths = retention.write(result, Path(args.out), args.name)
+  print(Path(paths["md"]).read_text())
+  print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 # --- research linearize ------------------------------------------------------------------------------------------
@@ -382,6 +394,17 @@ def main(argv: list[str] | None = None) -> int:
                  "WiC train for N steps of 32 pairs (260 = 2 epochs); 0 (default): frozen probes only")
   q.add_argument("--out", default="results")
   q.add_argument("--name", default="polysemy", help="output file stem: <out>/<name>.json|.md, <name>_wic.png")
+  q = evals.add_parser("retention", help="a linearized encoder vs its teacher and the untrained swap: embedding "
+                       "cosine, WiC, sentiment, xling, speed and memory (research/eval/retention.py)")
+  q.add_argument("--student", action="append", required=True, metavar="RUN",
+                 help="a finished workdir of research linearize; repeatable (one per feature map)")
+  q.add_argument("--workdir", default="runs/linearize/retention", help="per-encoder cache (default: %(default)s)")
+  q.add_argument("--xling-pairs", default="en-us:fr", help="language pairs for retrieval (default: %(default)s)")
+  q.add_argument("--rows-per-corpus", type=int, default=64, help="held-out documents per corpus for the match")
+  q.add_argument("--lengths", default=",".join(map(str, (512, 1024, 2048, 4096, 8192))),
+                 help="forward-pass timing lengths, comma-separated, or 'none' (default: %(default)s)")
+  q.add_argument("--out", default="results")
+  q.add_argument("--name", default="linearize", help="output file stem (default: %(default)s)")
   _add_linearize(sub)
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
