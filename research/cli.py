@@ -15,11 +15,18 @@ from research.config import load_config
 
 
 def _train(args) -> dict:
+  from research.train import distributed
+
+  cluster = distributed.from_args(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
+                                  local_devices=args.local_devices,
+                                  heartbeat_timeout_seconds=args.heartbeat_timeout)
+  config = load_config(args.config)  # bad flags and configs fail before this process joins a cluster
+  distributed.initialize(cluster)
   from research.train.loop import train
 
-  config = load_config(args.config)
   summary = train(config, args.workdir, progress=not args.no_progress)
-  print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=2, sort_keys=True))
+  if distributed.is_main():
+    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=2, sort_keys=True))
   return summary
 
 
@@ -286,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   p.add_argument("--workdir", required=True)
   p.add_argument("--no-progress", action="store_true")
+  g = p.add_argument_group("multi-process (one process per host; research/train/distributed.py)")
+  g.add_argument("--coordinator", help="HOST:PORT of process 0 (or $JAX_COORDINATOR_ADDRESS)")
+  g.add_argument("--num-processes", type=int, help="processes in the run (or $JAX_NUM_PROCESSES)")
+  g.add_argument("--process-id", type=int, help="this process, 0 .. N-1 (or $JAX_PROCESS_ID)")
+  g.add_argument("--distributed", action="store_true", help="let JAX detect the cluster (SLURM, Open MPI, TPU pod)")
+  g.add_argument("--local-devices", type=int, help="CPU only: fake this many devices in this process")
+  g.add_argument("--heartbeat-timeout", type=int, default=100, help="seconds without a peer's heartbeat before "
+                 "the others stop (default: %(default)s)")
   p.set_defaults(func=_train)
   p = sub.add_parser("compare", help="train every variant x seed and write a results table + plot")
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")

@@ -476,14 +476,6 @@ def _state(params: dict, collections: dict, opt_state) -> dict:
   return state
 
 
-def _truncate_metrics(workdir: Path, upto: int) -> None:
-  """Drop metric rows past the step a resumed run restarts from (they are recomputed)."""
-  path = workdir / "metrics.jsonl"
-  if path.exists():
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
-    path.write_text("".join(r + "\n" for r in rows))
-
-
 def _tokenizer_kind(tokenizer: Any) -> str:
   from research.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
   from research.pretrained import WordPieceTokenizer
@@ -534,7 +526,7 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
 
   from research import pretrained
   from research.config import writable_dir
-  from research.train.metrics import MetricWriter, read_metrics
+  from research.train.metrics import MetricWriter, read_metrics, truncate_metrics
   from research.train.provenance import write_provenance
 
   wall_start = time.perf_counter()
@@ -596,7 +588,7 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
                             fresh_state(stage, init_vars["params"]))
     state = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     print(f"resumed from {workdir / 'checkpoints'} at step {step} (stage {stage})", flush=True)
-    _truncate_metrics(workdir, step)
+    truncate_metrics(workdir, step)
   writer = MetricWriter(workdir)
   teacher_args = (teacher_cfg, teacher_params)
 

@@ -65,15 +65,28 @@ def model_batch(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   return out
 
 
-def train_dataset(task_or_split, batch_size: int, seed: int) -> grain.MapDataset:
-  """Shuffled, repeated, batched training rows; accepts a Task (its train split and train_map) or split arrays."""
+def train_dataset(task_or_split, batch_size: int, seed: int, rows: slice | None = None) -> grain.MapDataset:
+  """Shuffled, repeated, batched training rows; accepts a Task (its train split and train_map) or split arrays.
+
+  Element t is global batch t: rows t·batch_size … (t+1)·batch_size − 1 of one shuffled, repeated stream (each
+  row's random transform seeded by its index in the stream). `rows`: only these rows of every global batch
+  (a multi-process run's share, research/train/distributed.py); element t is then that part of batch t, and
+  nothing outside it is read.
+  """
   split, train_map = task_or_split, None
   if isinstance(task_or_split, Task):
     split, train_map = task_or_split.splits["train"], task_or_split.train_map
   ds = grain.MapDataset.source(Rows(split)).seed(seed).shuffle().repeat(None)
   if train_map is not None:
     ds = ds.random_map(train_map)
-  return ds.batch(batch_size, drop_remainder=True).map(model_batch)
+  start, stop, _ = (rows or slice(0, batch_size)).indices(batch_size)
+  local = stop - start
+  if local < 1 or batch_size % local or start % local:
+    raise ValueError(f"rows {start}:{stop} of a batch of {batch_size}: expected an equal, aligned share")
+  ds = ds.batch(local, drop_remainder=True)
+  if local < batch_size:
+    ds = ds[start // local::batch_size // local]
+  return ds.map(model_batch)
 
 
 def eval_batches(split: dict[str, np.ndarray], batch_size: int) -> Iterator[dict[str, np.ndarray]]:

@@ -1,4 +1,8 @@
-"""Orbax checkpoints of the train state AND the grain iterator; last-k plus best-by-metric; safe restore."""
+"""Orbax checkpoints of the train state; last-k plus best-by-metric; safe restore.
+
+The data position needs no checkpoint item: batch t is `train_dataset(...)[t]` (random access), so the restored
+step alone fixes it, whatever the process count or mesh of the restoring run. (Checkpoints written before this
+also hold a `data` item, the grain iterator's state; restoring reads only `state` and ignores it.)"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import grain
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
@@ -25,24 +28,17 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
       Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy))
 
-  def save(self, step: int, state: Any, data_iter: Any, metrics: dict | None = None) -> None:
-    self.manager.save(
-      step, metrics=metrics,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)),
-    )
+  def save(self, step: int, state: Any, metrics: dict | None = None) -> None:
+    """Every process calls this (orbax writes a sharded state cooperatively)."""
+    self.manager.save(step, metrics=metrics, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
 
-  def restore(self, abstract_state: Any, data_iter: Any, step: int | None = None) -> tuple[Any, int] | None:
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, int] | None:
     """Newest restorable checkpoint (or `step`); a corrupted one is skipped with a warning. None if none.
-
-    With a `data_iter`, its position is restored in place; without, only the state is read.
-    """
+    The arrays land with the shardings of `abstract_state` (any mesh)."""
     steps = [step] if step is not None else sorted(self.manager.all_steps(), reverse=True)
     for s in steps:
       try:
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if data_iter is not None:
-          items["data"] = grain.checkpoint.CheckpointRestore(data_iter)
-        restored = self.manager.restore(s, args=ocp.args.Composite(**items))
+        restored = self.manager.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
       except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means: try the previous one
         if step is not None:
           raise ValueError(f"checkpoint at step {s} in {self.manager.directory} cannot be restored: {e}") from e

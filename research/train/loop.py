@@ -19,9 +19,9 @@ from research.data import tasks
 from research.data.pipeline import Task, build_task, eval_batches, train_dataset
 from research.embed import write_card
 from research.models.encoder import EncoderConfig
-from research.train import init_from
+from research.train import distributed, init_from
 from research.train.checkpoint import Checkpointer, abstract_like
-from research.train.metrics import MetricWriter
+from research.train.metrics import MetricWriter, truncate_metrics
 from research.train.objectives import build_model, finalize
 from research.train.optimizer import SCHEDULES, make_optimizer
 from research.train.provenance import write_provenance
@@ -83,16 +83,18 @@ def compile_train_step(model, tx, state, state_sh, bsh, example_batch: dict, t, 
   """(compiled sharded train step with the state donated, its compiled memory in bytes: temp + args + outputs)."""
   step_fn = functools.partial(train_step, model=model, tx=tx, grad_accum=t.grad_accum, kind=kind)
   p_train = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
-  compiled = p_train.lower(state, jax.device_put(example_batch, bsh)).compile()
+  compiled = p_train.lower(state, distributed.global_batch(example_batch, bsh)).compile()
   mem = compiled.memory_analysis()
   return compiled, int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
 
 
 def evaluate(p_eval, variables, split, batch_size: int, sharding, kind: str = "classify") -> dict[str, float]:
-  """Exact metrics over the whole split (the last partial batch is padded with weight 0)."""
-  sums = None
+  """Exact metrics over the whole split (the last partial batch is padded with weight 0). In a multi-process run
+  each process feeds its rows of every batch."""
+  sums, rows = None, distributed.local_rows(sharding, batch_size)
   for batch in eval_batches(split, batch_size):
-    out = jax.device_get(p_eval(variables, jax.device_put(batch, sharding)))
+    local = jax.tree.map(lambda x: x[rows], batch)
+    out = jax.device_get(p_eval(variables, distributed.global_batch(local, sharding)))
     sums = out if sums is None else jax.tree.map(np.add, sums, out)
   if kind != "tokens":  # per-token kinds count masked positions instead
     assert int(sums["count"]) == len(split["tokens"]), "evaluation must count every example exactly once"
@@ -111,34 +113,38 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   _check_divisible("train.batch_size", t.batch_size, shards)
   _check_divisible("train.eval_batch_size", t.eval_batch_size, shards)
-  write_provenance(workdir, config)
-  write_card(workdir, enc_cfg, task)  # what research.embed needs to load this run's encoder
+  main = distributed.is_main()  # only process 0 writes files, logs and progress
+  log = functools.partial(print, flush=True) if main else lambda *a, **k: None
+  if main:
+    write_provenance(workdir, config)
+    write_card(workdir, enc_cfg, task)  # what research.embed needs to load this run's encoder
 
   model = build_model(task.kind, enc_cfg, task.num_classes, config.model.pool)
   tx = make_optimizer(t)
-  train_ds = train_dataset(task, t.batch_size, seed=config.seed)
-  data_iter = iter(train_ds.to_iter_dataset())
   bsh = batch_sharding(mesh)
-  writer = MetricWriter(workdir)
+  # batch t = train_ds[t] (this process's rows of global batch t): the step alone fixes the data position
+  train_ds = train_dataset(task, t.batch_size, seed=config.seed, rows=distributed.local_rows(bsh, t.batch_size))
   with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
     state, state_sh = create_train_state(model, tx, config.seed, train_ds[0], mesh, task.kind)
     ckpt = Checkpointer(workdir / "checkpoints", t.keep_last, t.best_metric, t.best_mode)
-    restored = ckpt.restore(abstract_like(state, state_sh), data_iter)
+    restored = ckpt.restore(abstract_like(state, state_sh))
     start = 0
     if restored is not None:
       state, start = restored
-      print(f"resumed from {workdir / 'checkpoints'} at step {start}", flush=True)
+      log(f"resumed from {workdir / 'checkpoints'} at step {start}")
+      if main:
+        truncate_metrics(workdir, start)
     elif t.init_from:
       state, info = init_from.graft(state, t.init_from, config.model.attention, config.seed, task.vocab_size)
-      print(f"encoder initialised from {info['path']} (step {info['step']}, id offset {info['id_offset']})",
-            flush=True)
+      log(f"encoder initialised from {info['path']} (step {info['step']}, id offset {info['id_offset']})")
+    writer = MetricWriter(workdir) if main else None  # opened after any truncation of metrics.jsonl
     p_train, compiled_bytes = compile_train_step(model, tx, state, state_sh, bsh, train_ds[0], t, task.kind)
     p_eval = jax.jit(functools.partial(eval_step, model=model, kind=task.kind), in_shardings=(state_sh.variables, bsh))
 
     curve, pending = _read_curve(workdir, start), None
     train_time, train_tokens = 0.0, 0
     bar = tqdm(total=t.num_steps, initial=start, desc=f"{config.model.attention}", unit="step",
-               disable=not progress, dynamic_ncols=True, mininterval=1.0)
+               disable=not (progress and main), dynamic_ncols=True, mininterval=1.0)
 
     def flush():
       nonlocal pending
@@ -150,27 +156,28 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
         raise TrainingDiverged(
           f"loss is {metrics['loss']} at step {step}; stopping. Last saved checkpoint: {ckpt.manager.latest_step()} "
           f"in {workdir / 'checkpoints'} (lower train.learning_rate or raise train.warmup_steps)")
-      if step % t.log_every == 0 or step == t.num_steps:
+      if main and (step % t.log_every == 0 or step == t.num_steps):
         tps = train_tokens / (train_time + time.perf_counter() - tic)
         writer.write(step, "train", {**metrics, "tokens_per_s": tps})
         bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}", refresh=False)
 
     tic = time.perf_counter()
     for step in range(start, t.num_steps):
-      batch = next(data_iter)
-      state, metrics = p_train(state, jax.device_put(batch, bsh))
+      batch = train_ds[step]
+      state, metrics = p_train(state, distributed.global_batch(batch, bsh))
       flush()  # metrics of the previous step, read after this step is dispatched
       pending = (step + 1, metrics)
-      train_tokens += int(batch["segment_ids"].sum())
+      train_tokens += int((batch["segment_ids"] > 0).sum()) * jax.process_count()  # equal shares per process
       bar.update(1)
       if (step + 1) % t.eval_every == 0 or step + 1 == t.num_steps:
         flush()
         jax.block_until_ready(state)
         train_time += time.perf_counter() - tic
         val = evaluate(p_eval, state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
-        writer.write(step + 1, "val", val)
+        if main:
+          writer.write(step + 1, "val", val)
         curve.append([step + 1, val["accuracy"]])
-        ckpt.save(step + 1, state, data_iter, metrics={f"val_{k}": v for k, v in val.items()})
+        ckpt.save(step + 1, state, metrics={f"val_{k}": v for k, v in val.items()})
         if step + 1 == t.crash_after_checkpoint:  # test hook: die hard once this checkpoint is on disk
           ckpt.wait()
           os.kill(os.getpid(), signal.SIGKILL)
@@ -180,12 +187,13 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     ckpt.wait()
 
     best = ckpt.best_step()
-    best_state, _ = ckpt.restore(abstract_like(state, state_sh), None, step=best)
+    best_state, _ = ckpt.restore(abstract_like(state, state_sh), step=best)
     test = evaluate(p_eval, best_state.variables, task.splits["test"], t.eval_batch_size, bsh, task.kind)
     val_best = evaluate(p_eval, best_state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
     final = evaluate(p_eval, state.variables, task.splits["test"], t.eval_batch_size, bsh, task.kind)
-    writer.write(best, "test", test)
-    writer.close()
+    if main:
+      writer.write(best, "test", test)
+      writer.close()
     ckpt.close()
   summary = {
     "variant": config.model.attention, "seed": config.seed, "task": config.task,
@@ -195,11 +203,12 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
     "compiled_memory_bytes": compiled_bytes, "majority_baseline": task.majority_baseline,
     "seq_len": task.seq_len, "curve": curve, "device": jax.devices()[0].device_kind,
-    "resumed_from": start or None, "wall_s": time.perf_counter() - wall_start,
+    "resumed_from": start or None, "wall_s": time.perf_counter() - wall_start, "processes": jax.process_count(),
     "init_from": str(init_from.resolve(t.init_from, config.model.attention, config.seed)) if t.init_from else None,
     "id_offset": int(task.card.get("id_offset", 0)),
   }
-  (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+  if main:
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
   return summary
 
 

@@ -24,6 +24,15 @@ class MetricWriter:
     self.tb.close()
 
 
+def truncate_metrics(workdir: Path, upto: int) -> None:
+  """Drop metric rows past the step a resumed run restarts from (a crash can leave rows written after the last
+  checkpoint; the resumed run writes them again)."""
+  path = Path(workdir) / "metrics.jsonl"
+  if path.exists():
+    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= upto]
+    path.write_text("".join(r + "\n" for r in rows))
+
+
 def read_metrics(workdir: Path) -> list[dict]:
   path = Path(workdir) / "metrics.jsonl"
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
