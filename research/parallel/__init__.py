@@ -1,0 +1,1 @@
+"""Parallelism beyond the batch: sequence-parallel attention over a mesh axis that splits the length."""
