@@ -395,14 +395,15 @@ def markdown(result: dict[str, Any]) -> str:
     "over the three; the untrained swap (teacher weights, fresh linear mixers = the student's start) is the floor.",
     f"- device: {result['device']}; report wall time {result['seconds'] / 60:.1f} min.", "",
     "| encoder | cos vs teacher | MSE | attn KL | WiC test % (layer) | WiC last % | sentiment % | xling R@1 % | "
-    "retained (mean) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    "retained WiC / sent. / xling | retained (mean) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for e in result["entries"]:
     m, hl, r = e["match"] or {}, e["headline"], e["retained"]
     cos = "1 (itself)" if e["role"] == "teacher" else _num(m.get("cosine"))
     lines.append(f"| {e['name']} | {cos} | {_num(m.get('mse'), 4)} | {_num(m.get('attn_kl'))} | "
                  f"{_pct(hl['wic_test_best_val_layer'])} ({hl['wic_best_layer']}) | "
                  f"{_pct(hl['wic_test_last_layer'])} | "
-                 f"{_pct(hl['sentiment_test'])} | {_pct(hl['xling_recall_at_1'])} | {_num(r['mean'], 2)} |")
+                 f"{_pct(hl['sentiment_test'])} | {_pct(hl['xling_recall_at_1'])} | "
+                 f"{' / '.join(_num(r[k], 2) for k in RETAINED)} | {_num(r['mean'], 2)} |")
   ref = result["entries"][0]
   ch = chances(ref)
   lines += ["", f"Chance: WiC {_pct(ch['wic_test_best_val_layer'])}%, sentiment (majority) "
