@@ -421,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--out", default="results")
   q.add_argument("--name", default="linearize", help="output file stem (default: %(default)s)")
   _add_linearize(sub)
+  from research import plan
+
+  plan.add_parser(sub)
   args = parser.parse_args(argv)
   from research.data.corpora import CorpusError
   from research.train.loop import TrainingDiverged
