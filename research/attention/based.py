@@ -114,6 +114,19 @@ def window_correction(qt_BxLxHxF, kt_BxSxHxF, v_BxSxHxD, segments: Segments, *, 
   return m_BxLxH, cv_BxLxHxD, jnp.sum(c_BxLxHxW, axis=-1)
 
 
+def with_window(phi_q_BxLxHxF, phi_k_BxLxHxF, v_BxLxHxD, m_BxLxH, cv_BxLxHxD, c_BxLxH):
+  """(φ_q, φ_k, initial state) of the linear core that adds the window correction: queries gain the corrected
+  window's numerator cv and denominator c as extra features read through a constant identity block of the state
+  (keys get zeros there), and the Taylor part is rescaled by e^{−m}."""
+  b, length, h, d = v_BxLxHxD.shape
+  f = phi_q_BxLxHxF.shape[-1]
+  phi_q = jnp.concatenate([phi_q_BxLxHxF * jnp.exp(-m_BxLxH)[..., None], cv_BxLxHxD, c_BxLxH[..., None]], axis=-1)
+  phi_k = jnp.concatenate([phi_k_BxLxHxF, jnp.zeros((b, length, h, d + 1), phi_k_BxLxHxF.dtype)], axis=-1)
+  kv0_FxD = jnp.zeros((f + d + 1, d), jnp.float32).at[f:f + d].set(jnp.eye(d, dtype=jnp.float32))
+  z0_F = jnp.zeros((f + d + 1,), jnp.float32).at[f + d].set(1.0)
+  return phi_q, phi_k, (jnp.broadcast_to(kv0_FxD, (b, h, f + d + 1, d)), jnp.broadcast_to(z0_F, (b, h, f + d + 1)))
+
+
 @register(
   "based", supports_causal=True, supports_packing=True, length_invariant=True,
   positions=("learned", "rope"), complexity="O(N d'^2 d)",
@@ -162,14 +175,8 @@ class BasedAttention(nn.Module):
     phi_k = segment_features(taylor_features(kt), segments)
     initial_state = None
     if self.cfg.window:
-      m_BxLxH, cv_BxLxHxD, c_BxLxH = window_correction(qt, kt, v, segments, window=self.cfg.window, causal=causal)
-      b, length, h, d = v.shape
-      f = phi_q.shape[-1]
-      phi_q = jnp.concatenate([phi_q * jnp.exp(-m_BxLxH)[..., None], cv_BxLxHxD, c_BxLxH[..., None]], axis=-1)
-      phi_k = jnp.concatenate([phi_k, jnp.zeros((b, length, h, d + 1), phi_k.dtype)], axis=-1)
-      kv0_FxD = jnp.zeros((f + d + 1, d), jnp.float32).at[f:f + d].set(jnp.eye(d, dtype=jnp.float32))
-      z0_F = jnp.zeros((f + d + 1,), jnp.float32).at[f + d].set(1.0)
-      initial_state = (jnp.broadcast_to(kv0_FxD, (b, h, f + d + 1, d)), jnp.broadcast_to(z0_F, (b, h, f + d + 1)))
+      correction = window_correction(qt, kt, v, segments, window=self.cfg.window, causal=causal)
+      phi_q, phi_k, initial_state = with_window(phi_q, phi_k, v, *correction)
     out, _ = linear_attention(
       phi_q, phi_k, v, causal=causal, eps=self.cfg.eps, form=self.cfg.causal_form, chunk_size=self.cfg.chunk_size,
       initial_state=initial_state,

@@ -47,7 +47,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from research.attention import build, check_call
-from research.attention.based import taylor_features, window_correction
+from research.attention.based import taylor_features, window_correction, with_window
 from research.attention.decay import decay_attention, mask_padding, segment_log_decay
 from research.attention.linear import linear_attention, segment_features
 from research.attention.masks import Segments, zero_padding
@@ -369,14 +369,8 @@ def _based(mixer, q, k, v, segments, call: _Call):
   phi_q, phi_k = (segment_features(taylor_features(x), segments) for x in (qt, kt))
   initial_state = None
   if cfg.window:
-    m_BxLxH, cv_BxLxHxD, c_BxLxH = _based_window(qt, kt, v, segments, call, cfg.window)
-    b, length, h, d = v.shape
-    f = phi_q.shape[-1]
-    phi_q = jnp.concatenate([phi_q * jnp.exp(-m_BxLxH)[..., None], cv_BxLxHxD, c_BxLxH[..., None]], axis=-1)
-    phi_k = jnp.concatenate([phi_k, jnp.zeros((b, length, h, d + 1), phi_k.dtype)], axis=-1)
-    kv0_FxD = jnp.zeros((f + d + 1, d), jnp.float32).at[f:f + d].set(jnp.eye(d, dtype=jnp.float32))
-    z0_F = jnp.zeros((f + d + 1,), jnp.float32).at[f + d].set(1.0)
-    initial_state = (jnp.broadcast_to(kv0_FxD, (b, h, f + d + 1, d)), jnp.broadcast_to(z0_F, (b, h, f + d + 1)))
+    correction = _based_window(qt, kt, v, segments, call, cfg.window)
+    phi_q, phi_k, initial_state = with_window(phi_q, phi_k, v, *correction)
   out = linear_attention_sp(phi_q, phi_k, v, call.axis, causal=call.causal, eps=cfg.eps, initial_state=initial_state,
                             **_forms(cfg))
   return zero_padding(out.astype(v.dtype), segments)
