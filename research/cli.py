@@ -226,8 +226,7 @@ def _language_pairs(text: str) -> tuple[tuple[str, str], ...]:
 def _eval(args) -> None:
   from research.eval import polysemy
 
-  if not polysemy._NAME.fullmatch(args.name):
-    raise ValueError(f"--name {args.name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
+  polysemy.check_name(args.name)
   if args.eval_command == "polysemy":
     if not args.pretrained and not args.checkpoint:
       raise ValueError("research eval polysemy: give at least one --pretrained NAME or --checkpoint RUN")

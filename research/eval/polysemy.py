@@ -443,6 +443,12 @@ def _notes(text_tasks: bool) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- write
+def check_name(name: str) -> None:
+  """An output file stem (every `research eval` writer and the command line check it before any work)."""
+  if not isinstance(name, str) or not _NAME.fullmatch(name):
+    raise ValueError(f"--name {name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
+
+
 def _pct(x: float | None) -> str:
   return "-" if x is None else f"{100 * x:.1f}"
 
@@ -528,8 +534,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
 
 def write(results: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, Path]:
   """`<out_dir>/<name>.json`, `<name>.md`, `<name>_wic.png`."""
-  if not isinstance(name, str) or not _NAME.fullmatch(name):
-    raise ValueError(f"--name {name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
+  check_name(name)
   if not results.get("encoders"):
     raise ValueError("results hold no encoder")
   from research.report import write_files

@@ -370,8 +370,7 @@ def attention_maps(teacher, students: Sequence[tuple[str, Any]], sentence: str =
 
 
 # ------------------------------------------------------------------------------------------------- write
-def _pct(x: float | None) -> str:
-  return "-" if x is None else f"{100 * x:.1f}"
+_pct = polysemy._pct
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -534,8 +533,7 @@ def write(result: dict[str, Any], out_dir: str | Path, name: str) -> dict[str, P
   """`<out_dir>/<name>.json|.md`, `<name>_distill.png`, `<name>_attention.png`, `<name>_speed.png` (if timed)."""
   from research.report import write_files
 
-  if not isinstance(name, str) or not polysemy._NAME.fullmatch(name):
-    raise ValueError(f"--name {name!r}; expected a plain file stem (letters, digits, '_', '-', '.')")
+  polysemy.check_name(name)
   paths = write_files(out_dir, name, result, markdown(result), plot_distill, "_distill")
   paths["attention_png"] = plot_attention(result, Path(out_dir) / f"{name}_attention.png")
   if result["speed"]:
