@@ -24,7 +24,11 @@ def _train(args) -> dict:
   distributed.initialize(cluster)
   from research.train.loop import train
 
-  summary = train(config, args.workdir, progress=not args.no_progress)
+  from research.data.corpora import CorpusError
+  from research.train.loop import TrainingDiverged
+
+  with distributed.fail_fast((ValueError, FileNotFoundError, TrainingDiverged, CorpusError)):
+    summary = train(config, args.workdir, progress=not args.no_progress)
   if distributed.is_main():
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}, indent=2, sort_keys=True))
   return summary

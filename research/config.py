@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ def writable_dir(path: str | Path, what: str, remedy: str) -> Path:
   path = Path(path)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write_test"
+    probe = path / f".write_test.{uuid.uuid4().hex}"  # one per process: the processes of a run probe the same workdir
     probe.write_text("ok")
-    probe.unlink()
+    probe.unlink(missing_ok=True)
   except OSError as e:
     raise ValueError(f"{what} {str(path)!r} is not writable ({e.strerror or e}); {remedy}") from e
   return path

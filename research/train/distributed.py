@@ -19,8 +19,11 @@ errors ... another task died" (exit status 134); restarting every process resume
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
+import traceback
 from typing import Any
 
 import jax
@@ -126,3 +129,23 @@ def global_batch(local: dict[str, np.ndarray], sharding: jax.sharding.Sharding) 
   if jax.process_count() == 1:
     return jax.device_put(local, sharding)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local)
+
+
+@contextlib.contextmanager
+def fail_fast(expected: tuple[type[BaseException], ...] = (ValueError,)):
+  """In a multi-process run, an error in this process ends it at once (`os._exit`) after printing it: the others
+  are then stopped by the coordination service within the heartbeat timeout ("another task died"). A normal exit
+  would instead wait at JAX's shutdown barrier for peers that are blocked in a collective this process left.
+  `expected` errors print as one line, others with their traceback. Single-process runs re-raise unchanged."""
+  try:
+    yield
+  except BaseException as e:
+    if jax.process_count() == 1:
+      raise
+    if isinstance(e, expected):
+      print(f"error (process {jax.process_index()}): {e}", file=sys.stderr)
+    else:
+      traceback.print_exc()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2 if isinstance(e, expected) else 1)

@@ -67,6 +67,11 @@ def _wait(procs: list[subprocess.Popen], timeout: float = 600) -> list[tuple[int
   return out
 
 
+def _excerpt(err: str) -> str:
+  """The start of a process's stderr (where its first error is) and its end (how it stopped)."""
+  return err if len(err) < 6000 else f"{err[:3000]}\n[...]\n{err[-3000:]}"
+
+
 def _single(workdir: Path, extra: str = "", *flags: str) -> subprocess.CompletedProcess:
   return subprocess.run(_cmd(workdir, extra, "--local-devices", "8", *flags), cwd=REPO, env=ENV,
                         capture_output=True, text=True, timeout=600)
@@ -95,8 +100,8 @@ def runs(tmp_path_factory):
   single = _single(root / "one")
   outs = _wait(procs)
   assert single.returncode == 0, single.stderr[-3000:]
-  for rc, _, err in outs:
-    assert rc == 0, err[-3000:]
+  for i, (rc, _, err) in enumerate(outs):
+    assert rc == 0, f"process {i} exited with {rc}:\n{_excerpt(err)}"
   return root, outs
 
 
@@ -140,8 +145,8 @@ def test_a_killed_process_stops_the_survivor_and_a_restart_resumes(tmp_path):
   # task died; see the other task logs for more details."
   latest = max(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
   restarted = _wait(_launch(work, f",steps={latest + 4}"))
-  for rc, _, err in restarted:
-    assert rc == 0, err[-3000:]
+  for i, (rc, _, err) in enumerate(restarted):
+    assert rc == 0, f"process {i} exited with {rc}:\n{_excerpt(err)}"
   assert f"at step {latest}" in restarted[0][1] and len(_losses(work)) == latest + 4
 
 
@@ -156,3 +161,31 @@ def test_bad_cluster_flags_are_one_error_line(tmp_path, capsys):
   assert rc == 2 and "--coordinator 'nohost'; expected HOST:PORT" in capsys.readouterr().err
   with pytest.raises(ValueError, match="--process-id 2; expected 0 .. 1"):
     distributed.Cluster("h:1", 2, 2)
+
+
+def test_an_error_in_one_process_ends_it_at_once(monkeypatch, capsys):
+  """A multi-process run's failing process exits (`os._exit`) instead of waiting at the shutdown barrier."""
+  exits = []
+  monkeypatch.setattr(distributed.os, "_exit", exits.append)
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 2)
+  with distributed.fail_fast():
+    raise ValueError("train.batch_size=7 must be divisible by 2")
+  with distributed.fail_fast():
+    raise KeyError("boom")
+  assert exits == [2, 1]
+  err = capsys.readouterr().err
+  assert "error (process 0): train.batch_size=7 must be divisible by 2" in err and "Traceback" in err
+  monkeypatch.setattr(distributed.jax, "process_count", lambda: 1)
+  with pytest.raises(ValueError, match="single"), distributed.fail_fast():
+    raise ValueError("single")
+
+
+def test_processes_probing_one_workdir_do_not_collide(tmp_path):
+  """Every process of a run probes the same workdir for writing (a shared probe file name made one fail)."""
+  from concurrent.futures import ThreadPoolExecutor
+
+  from research.config import writable_dir
+
+  with ThreadPoolExecutor(4) as pool:
+    list(pool.map(lambda _: writable_dir(tmp_path / "w", "workdir", "choose another"), range(400)))
+  assert list((tmp_path / "w").iterdir()) == []
