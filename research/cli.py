@@ -22,10 +22,8 @@ def _train(args) -> dict:
                                   heartbeat_timeout_seconds=args.heartbeat_timeout)
   config = load_config(args.config)  # bad flags and configs fail before this process joins a cluster
   distributed.initialize(cluster)
-  from research.train.loop import train
-
   from research.data.corpora import CorpusError
-  from research.train.loop import TrainingDiverged
+  from research.train.loop import TrainingDiverged, train
 
   with distributed.fail_fast((ValueError, FileNotFoundError, TrainingDiverged, CorpusError)):
     summary = train(config, args.workdir, progress=not args.no_progress)
