@@ -145,7 +145,9 @@ def base_config(task: str, data: dict | None = None, model: dict | None = None, 
   c.model = ml_collections.ConfigDict({**MODEL_DEFAULTS, **(model or {})})
   c.model.attention_cfg = ml_collections.ConfigDict()
   c.train = ml_collections.ConfigDict({**TRAIN_DEFAULTS, **(train or {})})
-  c.mesh = ml_collections.ConfigDict(dict(shape=(-1, 1, 1)))  # (data, fsdp, tensor); -1 fills the devices
+  # device counts per mesh axis (research/train/sharding.py); -1 takes the remaining devices. `shape`: the older
+  # positional form (data, fsdp, tensor[, seq]), used only when set
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, seq=1, shape=None))
   return c
 
 

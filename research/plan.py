@@ -49,7 +49,7 @@ from research.report import write_files
 from research.train.loop import encoder_config, validate
 from research.train.objectives import build_model, model_inputs
 from research.train.optimizer import make_optimizer
-from research.train.sharding import LOGICAL_RULES, MESH_AXES, batch_sharding, make_mesh
+from research.train.sharding import LOGICAL_RULES, MESH_AXES, batch_sharding, config_mesh_sizes, make_mesh
 from research.train.state import TrainState, count_params
 from research.train.step import train_step
 
@@ -396,7 +396,7 @@ def run(config_spec: str, targets: list[str], meshes: list[str] | None, seq_lens
     raise ValueError(f"{len(meshes)} --mesh for {len(targets)} --target; give one mesh, or one per target in order")
   if not seq_lens or any(n < 1 for n in seq_lens):
     raise ValueError(f"--seq-len {seq_lens}; expected positive integers")
-  default_mesh = mesh_text(dict(zip(MESH_AXES, config.mesh.shape, strict=True)))
+  default_mesh = mesh_text(dict(zip(MESH_AXES, config_mesh_sizes(config.mesh)[0], strict=True)))
   rows = []
   for i, target in enumerate(targets):
     n = target.devices or len(jax.devices("cpu"))

@@ -92,7 +92,7 @@ def test_fits_flips_when_the_budget_drops_below_the_total(result, rows):
 
 @pytest.mark.parametrize("text, message", [
   ("data=3", r"--mesh 'data=3' uses 3 devices but 8 are expected"),
-  ("data=2,seq=4", r"unknown axis 'seq'; expected axis=size items over data, fsdp, tensor"),
+  ("data=2,pipe=4", r"unknown axis 'pipe'; expected axis=size items over data, fsdp, tensor, seq"),
   ("data:8", r"'data:8' is not axis=size"),
   ("data=-1,fsdp=-1", r"more than one -1"),
   ("fsdp=3,data=-1", r"the other axes use 3 devices, which does not divide the 8 devices"),

@@ -78,8 +78,11 @@ def length_options(name: str, max_len: int) -> dict[str, int]:
 
 
 def make_config(name: str, overrides: Mapping[str, Any] | None = None) -> Any:
-  """The variant's frozen Config with `overrides` applied; unknown keys are a clear error."""
+  """The variant's frozen Config with `overrides` (a mapping, or already that Config) applied; unknown keys are a
+  clear error."""
   cls = get(name)
+  if isinstance(overrides, cls.Config):
+    return overrides
   fields = config_fields(name)
   unknown = sorted(set(overrides or {}) - fields)
   if unknown:

@@ -35,7 +35,7 @@ from research.report import write_files
 from research.train.loop import compile_train_step, encoder_config, validate
 from research.train.objectives import build_model
 from research.train.optimizer import make_optimizer
-from research.train.sharding import LOGICAL_RULES, batch_sharding, make_mesh
+from research.train.sharding import LOGICAL_RULES, batch_sharding, mesh_from_config
 from research.train.state import count_params, create_train_state
 
 PEAKS = {  # dense bf16 FLOP/s per chip (vendor figures), matched against jax.Device.device_kind
@@ -100,7 +100,7 @@ def run(config, spec: Spec = Spec(), config_spec: str = "") -> dict[str, Any]:
   t = config.train
   task = build_task(config.task, config.data.to_dict())
   enc_cfg = encoder_config(config, task.seq_len, task.vocab_size)
-  mesh = make_mesh(config.mesh.shape)
+  mesh = mesh_from_config(config.mesh)
   model = build_model(task.kind, enc_cfg, task.num_classes, config.model.pool)
   tx = make_optimizer(t)
   it = iter(train_dataset(task, t.batch_size, seed=config.seed).to_iter_dataset())

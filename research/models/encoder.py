@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import research.attention as attention
 from research.attention.masks import Segments
 from research.models.conv import ShortConv
+from research.parallel import sequence
 
 REMAT_POLICIES = {
   "none": None,
@@ -60,6 +61,7 @@ class EncoderConfig:
   norm: str = "pre"  # "pre": pre-LN blocks + final LayerNorm; "post": BERT (embedding LN, post-LN, no final LN)
   norm_eps: float = 1e-6  # LayerNorm epsilon (BERT: 1e-12)
   type_vocab_size: int = 0  # >0: learned token-type (segment A/B) embeddings, BERT's token_type_ids
+  seq_softmax: str = "ring"  # softmax's sequence-parallel form on a `seq` mesh axis: "ring" or "allgather"
 
   def __post_init__(self):
     for name in ("vocab_size", "max_len", "d_model", "num_heads", "num_layers", "mlp_dim"):
@@ -70,7 +72,7 @@ class EncoderConfig:
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
     checks = (("positions", POSITIONS), ("mlp", MLPS), ("remat_policy", tuple(REMAT_POLICIES)), ("norm", NORMS),
-              ("dtype", ("float32", "bfloat16", "float16")))
+              ("dtype", ("float32", "bfloat16", "float16")), ("seq_softmax", ("ring", "allgather")))
     for name, allowed in checks:
       if getattr(self, name) not in allowed:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
@@ -205,8 +207,16 @@ class Block(nn.Module):
     if cfg.positions == "rope":
       q, k = rope(q, segments.positions), rope(k, segments.positions)
     mixer_cfg = cfg.attention_cfg[self.layer] if cfg.is_hybrid else cfg.attention_cfg
-    mixer = attention.get(cfg.layer_attention[self.layer])(cfg=mixer_cfg, name="mixer")
-    o_BxLxHxD = mixer(q, k, v, segments, cfg.causal)
+    name = cfg.layer_attention[self.layer]
+    mixer = attention.get(name)(cfg=mixer_cfg, name="mixer")
+    mesh = jax.sharding.get_abstract_mesh()
+    if "seq" in mesh.axis_names and mesh.shape["seq"] > 1 and name in sequence.supported() \
+        and not self.is_initializing():  # init creates the mixer's variables through its own call
+      o_BxLxHxD = sequence.sequence_parallel_attention(
+        name, q, k, v, segments, mesh=mesh, batch_axes=tuple(a for a in ("data", "fsdp") if a in mesh.axis_names),
+        causal=cfg.causal, config=mixer_cfg, variables=mixer.variables, softmax_mode=cfg.seq_softmax)
+    else:  # (other variants on a `seq` mesh: XLA's automatic partitioning gathers what they need)
+      o_BxLxHxD = mixer(q, k, v, segments, cfg.causal)
     if cfg.capture_attention and attention.capabilities(cfg.layer_attention[self.layer]).implied_weights:
       self.sow("intermediates", "attention_weights", mixer.implied_weights(q, k, v, segments, cfg.causal))
     o = Proj((cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype,

@@ -471,7 +471,7 @@ def sequence_parallel_attention(
   axis: str = "seq",
   batch_axes: str | tuple[str, ...] | None = None,
   causal: bool = False,
-  config: dict[str, Any] | None = None,
+  config: Any = None,
   variables: Any = None,
   softmax_mode: str = "ring",
 ) -> jax.Array:

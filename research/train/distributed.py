@@ -146,6 +146,9 @@ def fail_fast(expected: tuple[type[BaseException], ...] = (ValueError,)):
       print(f"error (process {jax.process_index()}): {e}", file=sys.stderr)
     else:
       traceback.print_exc()
+      print(f"error (process {jax.process_index()} of {jax.process_count()}): {type(e).__name__} (above); when "
+            "another process died or lost its connection, restart every process: the run resumes from its last "
+            "checkpoint", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(2 if isinstance(e, expected) else 1)

@@ -25,7 +25,7 @@ from research.train.metrics import MetricWriter, truncate_metrics
 from research.train.objectives import build_model, finalize
 from research.train.optimizer import SCHEDULES, make_optimizer
 from research.train.provenance import write_provenance
-from research.train.sharding import LOGICAL_RULES, batch_sharding, make_mesh
+from research.train.sharding import LOGICAL_RULES, batch_sharding, mesh_from_config
 from research.train.state import count_params, create_train_state
 from research.train.step import eval_step, train_step
 
@@ -109,10 +109,14 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
   task = task or build_task(config.task, config.data.to_dict())
   enc_cfg = encoder_config(config, task.seq_len, task.vocab_size)
   t = config.train
-  mesh = make_mesh(config.mesh.shape)
+  mesh = mesh_from_config(config.mesh)
   shards = mesh.shape["data"] * mesh.shape["fsdp"]
   _check_divisible("train.batch_size", t.batch_size, shards)
   _check_divisible("train.eval_batch_size", t.eval_batch_size, shards)
+  if task.seq_len % mesh.shape["seq"]:
+    raise ValueError(f"the task's sequence length {task.seq_len} must be divisible by mesh.seq={mesh.shape['seq']} "
+                     "(each seq shard holds an equal slice of every row; change the task's length option, e.g. "
+                     "data.max_length)")
   main = distributed.is_main()  # only process 0 writes files, logs and progress
   log = functools.partial(print, flush=True) if main else lambda *a, **k: None
   if main:

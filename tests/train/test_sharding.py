@@ -1,4 +1,5 @@
-"""One train step on 1 device == the same step on 8 devices under several meshes; parameter placement."""
+"""One train step on 1 device == the same step on 8 devices under data, FSDP, tensor and sequence-parallel meshes;
+parameter placement; mesh configs."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from jax.sharding import PartitionSpec as P
 from research.models.encoder import EncoderConfig
 from research.models.heads import Classifier
 from research.train.optimizer import make_optimizer
-from research.train.sharding import LOGICAL_RULES, batch_sharding, make_mesh, resolve_mesh_shape
+from research.train.sharding import (
+  LOGICAL_RULES,
+  MESH_AXES,
+  batch_sharding,
+  make_mesh,
+  mesh_from_config,
+  resolve_mesh_shape,
+)
 from research.train.state import create_train_state
 from research.train.step import train_step
 from tests.train.common import synthetic_batch, tiny_config
@@ -50,7 +58,8 @@ def _one_step(attention: str, mesh_shape, devices):
 def test_sharded_step_equals_single_device(attention):
   assert len(jax.devices()) == 8, "tests/conftest.py must fake 8 CPU devices"
   ref_state, ref_metrics, model, batch = _one_step(attention, (1, 1, 1), jax.devices()[:1])
-  for shape in [(8, 1, 1), (2, 2, 2), (1, 4, 2)]:
+  # data / data+FSDP+tensor / FSDP+tensor / sequence-parallel (the attention in shard_map over `seq`) / all four
+  for shape in [(8, 1, 1, 1), (2, 2, 2, 1), (1, 4, 2, 1), (1, 2, 1, 4), (2, 1, 2, 2)]:
     state, metrics, _, _ = _one_step(attention, shape, jax.devices())
     np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state.params, ref_state.params)
@@ -64,7 +73,7 @@ def test_sharded_step_equals_single_device(attention):
     for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
       want = nn.logical_to_mesh_axes(flat_logical[path], LOGICAL_RULES)
       assert leaf.sharding.spec == want, (path, leaf.sharding.spec, want)
-      assert leaf.sharding.mesh.shape == dict(zip(("data", "fsdp", "tensor"), shape, strict=True))
+      assert leaf.sharding.mesh.shape == dict(zip(MESH_AXES, shape, strict=True))
       key = tuple(p.key for p in path)
       if key in EXPECTED:
         assert leaf.sharding.spec == EXPECTED[key], (key, leaf.sharding.spec)
@@ -78,10 +87,29 @@ def _segments(batch):
 
 
 def test_mesh_shape_errors_are_clear():
-  assert resolve_mesh_shape((-1, 2, 2), 8) == (2, 2, 2)
-  with pytest.raises(ValueError, match=r"mesh.shape=\(3, 1, 1\) uses 3 devices but 8 are present"):
+  assert resolve_mesh_shape((-1, 2, 2), 8) == (2, 2, 2, 1)  # the positional form before the `seq` axis
+  assert resolve_mesh_shape((1, 1, 2, -1), 8) == (1, 1, 2, 4)
+  with pytest.raises(ValueError, match=r"mesh.shape=\(3, 1, 1, 1\) uses 3 devices but 8 are present"):
     resolve_mesh_shape((3, 1, 1), 8)
   with pytest.raises(ValueError, match="cannot fill 8 devices"):
     resolve_mesh_shape((-1, 3, 1), 8)
-  with pytest.raises(ValueError, match="expected 3 positive sizes"):
+  with pytest.raises(ValueError, match="expected 4 positive sizes"):
     resolve_mesh_shape((2, 4), 8)
+
+
+def test_mesh_from_named_config_sizes():
+  import ml_collections
+
+  def mesh(**sizes):
+    return mesh_from_config(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "seq": 1, "shape": None,
+                                                       **sizes}))
+
+  assert dict(mesh().shape) == {"data": 8, "fsdp": 1, "tensor": 1, "seq": 1}
+  assert dict(mesh(data=2, fsdp=-1, seq=2).shape) == {"data": 2, "fsdp": 2, "tensor": 1, "seq": 2}
+  assert dict(mesh(shape=(2, 4, 1)).shape) == {"data": 2, "fsdp": 4, "tensor": 1, "seq": 1}
+  with pytest.raises(ValueError, match=r"mesh.data=3,mesh.fsdp=1,mesh.tensor=1,mesh.seq=1 uses 3 devices but 8"):
+    mesh(data=3)
+  with pytest.raises(ValueError, match=r"mesh.shape=\(2, 4, 1\) and mesh.data/fsdp/tensor/seq=\(2, 1, 1, 1\) are both"):
+    mesh(data=2, shape=(2, 4, 1))
+  with pytest.raises(ValueError, match=r"mesh.seq='2'; expected an integer"):
+    mesh(seq="2")
