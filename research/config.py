@@ -121,7 +121,7 @@ ALIASES = {"attention": "model.attention", "steps": "train.num_steps", "position
 MODEL_DEFAULTS = dict(
   attention="softmax", d_model=64, num_heads=4, num_layers=2, mlp_dim=128, mlp="gelu", dropout=0.0,
   positions="learned", remat_policy="none", scan_unroll=1, dtype="float32", pool="cls", max_len=0,
-  conv_kernel=0)  # max_len 0: the data's length
+  conv_kernel=0, seq_softmax="ring")  # max_len 0: the data's length; seq_softmax: on a `seq` mesh axis, ring|allgather
 TRAIN_DEFAULTS = dict(
   batch_size=32, eval_batch_size=256, num_steps=600, learning_rate=1e-3, warmup_steps=60, schedule="cosine",
   weight_decay=0.01, clip_norm=1.0, grad_accum=1, eval_every=100, log_every=25, keep_last=2,

@@ -23,6 +23,7 @@ BASE = "experiments/listops.py:" + TINY
   ("model.attention_cfg.chunk=4,attention=linear", "unknown attention option(s) 'chunk' for linear; valid: "),
   ("attention=linear+softmax+linear", "names 3 layers but model.num_layers=2"),
   ("model.positions=alibi", "model.positions='alibi'; expected one of learned, rope"),
+  ("model.seq_softmax=flash", "model.seq_softmax='flash'; expected one of ring, allgather"),
   ("mesh.shape=(3,1,1)", "mesh.shape=(3, 1, 1, 1) uses 3 devices but 8 are present"),
   ("mesh.seq=3", "mesh.data=-1,mesh.fsdp=1,mesh.tensor=1,mesh.seq=3 cannot fill 8 devices"),
   ("mesh.seq=2,mesh.data=-1", "the task's sequence length 49 must be divisible by mesh.seq=2"),

@@ -45,7 +45,8 @@ def encoder_config(config, seq_len: int, vocab_size: int) -> EncoderConfig:
     num_layers=m.num_layers, mlp_dim=m.mlp_dim, mlp=m.mlp, dropout=m.dropout, attention=m.attention,
     attention_cfg=m.attention_cfg.to_dict(), positions=m.positions, remat_policy=m.remat_policy,
     scan_unroll=m.scan_unroll, dtype=m.dtype, conv_kernel=m.conv_kernel,
-    norm=m.get("norm", "pre"), norm_eps=m.get("norm_eps", 1e-6), type_vocab_size=m.get("type_vocab_size", 0))
+    norm=m.get("norm", "pre"), norm_eps=m.get("norm_eps", 1e-6), type_vocab_size=m.get("type_vocab_size", 0),
+    seq_softmax=m.get("seq_softmax", "ring"))
 
 
 def validate(config) -> None:
