@@ -40,14 +40,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.feature_map = "hedgehog"  # hedgehog | based | performer
   c.attention_cfg = ml_collections.ConfigDict()  # the linear mixer's options, e.g. feature_dim
   c.seed = 0
-  c.data = ml_collections.ConfigDict(dict(
-    corpora=("linux-doc", "python-doc", "wordnet"), max_tokens=128, max_documents=300, max_rows=1_500,
-    held_out_percent=5.0, held_out_rows=32))  # held_out_rows per corpus
+  c.data = ml_collections.ConfigDict(
+    dict(
+      corpora=("linux-doc", "python-doc", "wordnet"),
+      max_tokens=128,
+      max_documents=300,
+      max_rows=1_500,
+      held_out_percent=5.0,
+      held_out_rows=32,
+    )
+  )  # held_out_rows per corpus
   c.stage1 = ml_collections.ConfigDict(dict(steps=150, learning_rate=1e-2, warmup_steps=10))
   c.stage2 = ml_collections.ConfigDict(dict(steps=150, learning_rate=1e-4, warmup_steps=10, cosine_weight=1.0))
-  c.train = ml_collections.ConfigDict(dict(
-    batch_size=8, eval_batch_size=16, eval_every=50, log_every=5, keep_last=2, clip_norm=1.0, weight_decay=0.0,
-    stop_after=-1))  # stop_after: return after this global step (checkpointed); -1 = run to the end
+  c.train = ml_collections.ConfigDict(
+    dict(
+      batch_size=8,
+      eval_batch_size=16,
+      eval_every=50,
+      log_every=5,
+      keep_last=2,
+      clip_norm=1.0,
+      weight_decay=0.0,
+      stop_after=-1,
+    )
+  )  # stop_after: return after this global step (checkpointed); -1 = run to the end
   overrides = parse_overrides(arg)
   size = overrides.pop("size", "tiny")
   if size != "tiny":

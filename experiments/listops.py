@@ -15,10 +15,18 @@ from research.config import LRA_PRESET, base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("listops", data=dict(
-    max_depth=3, max_args=5, min_length=16, max_length=96, num_train=20_000, num_val=1_000, num_test=2_000, seed=0))
-  lra = {"data": dict(max_depth=10, max_args=10, min_length=500, max_length=2000, num_train=96_000, num_val=2_000,
-                      num_test=2_000), **LRA_PRESET}
+  c = base_config(
+    "listops",
+    data=dict(
+      max_depth=3, max_args=5, min_length=16, max_length=96, num_train=20_000, num_val=1_000, num_test=2_000, seed=0
+    ),
+  )
+  lra = {
+    "data": dict(
+      max_depth=10, max_args=10, min_length=500, max_length=2000, num_train=96_000, num_val=2_000, num_test=2_000
+    ),
+    **LRA_PRESET,
+  }
   return finish(c, arg, {"lra": lra})
 
 

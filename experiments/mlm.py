@@ -14,9 +14,14 @@ from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("mlm", model=dict(d_model=128, num_heads=4, mlp_dim=256),
-                  train=dict(batch_size=32, eval_batch_size=64, num_steps=600, eval_every=100))
-  base = {"data": dict(max_documents=0, seq_len=512),
-          "model": dict(d_model=768, num_heads=12, num_layers=12, mlp_dim=3072, dtype="bfloat16"),
-          "train": dict(num_steps=100_000, eval_every=2_000, learning_rate=1e-4, warmup_steps=10_000)}
+  c = base_config(
+    "mlm",
+    model=dict(d_model=128, num_heads=4, mlp_dim=256),
+    train=dict(batch_size=32, eval_batch_size=64, num_steps=600, eval_every=100),
+  )
+  base = {
+    "data": dict(max_documents=0, seq_len=512),
+    "model": dict(d_model=768, num_heads=12, num_layers=12, mlp_dim=3072, dtype="bfloat16"),
+    "train": dict(num_steps=100_000, eval_every=2_000, learning_rate=1e-4, warmup_steps=10_000),
+  }
   return finish(c, arg, {"base": base})

@@ -25,6 +25,10 @@ from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("mqar", data=dict(num_train=20_000), model=dict(conv_kernel=4),
-                  train=dict(batch_size=32, eval_batch_size=100, num_steps=1_000, learning_rate=3e-3, eval_every=200))
+  c = base_config(
+    "mqar",
+    data=dict(num_train=20_000),
+    model=dict(conv_kernel=4),
+    train=dict(batch_size=32, eval_batch_size=100, num_steps=1_000, learning_rate=3e-3, eval_every=200),
+  )
   return finish(c, arg)

@@ -12,9 +12,12 @@ from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("pathfinder", model=dict(pool="mean"),
-                  train=dict(batch_size=16, eval_batch_size=50, num_steps=400, eval_every=100))
-  lra = {"data": dict(num_train=160_000, num_val=20_000, num_test=20_000),
-         "model": dict(d_model=128, num_heads=4, num_layers=4, mlp_dim=256, dtype="bfloat16"),
-         "train": dict(batch_size=128, num_steps=20_000, eval_every=1_000, learning_rate=5e-4, warmup_steps=1_000)}
+  c = base_config(
+    "pathfinder", model=dict(pool="mean"), train=dict(batch_size=16, eval_batch_size=50, num_steps=400, eval_every=100)
+  )
+  lra = {
+    "data": dict(num_train=160_000, num_val=20_000, num_test=20_000),
+    "model": dict(d_model=128, num_heads=4, num_layers=4, mlp_dim=256, dtype="bfloat16"),
+    "train": dict(batch_size=128, num_steps=20_000, eval_every=1_000, learning_rate=5e-4, warmup_steps=1_000),
+  }
   return finish(c, arg, {"lra": lra})

@@ -30,10 +30,20 @@ from research.config import apply_overrides, parse_overrides
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(dict(
-    head_dim=64, num_heads=4, features=(16, 32, 64, 128, 256), length=1024, lengths=(128, 256, 512, 1024, 2048, 4096),
-    features_at_lengths=64, draws=8, seed=0, qk_std=1.0,
-    settings=(("FAVOR+ orthogonal", "softmax", True), ("FAVOR+ iid", "softmax", False), ("ReLU", "relu", True))))
+  c = ml_collections.ConfigDict(
+    dict(
+      head_dim=64,
+      num_heads=4,
+      features=(16, 32, 64, 128, 256),
+      length=1024,
+      lengths=(128, 256, 512, 1024, 2048, 4096),
+      features_at_lengths=64,
+      draws=8,
+      seed=0,
+      qk_std=1.0,
+      settings=(("FAVOR+ orthogonal", "softmax", True), ("FAVOR+ iid", "softmax", False), ("ReLU", "relu", True)),
+    )
+  )
   return apply_overrides(c, parse_overrides(arg))
 
 
@@ -43,8 +53,9 @@ def errors(c, length: int, num_features: int, kernel: str, orthogonal: bool) -> 
   shape = (1, length, c.num_heads, c.head_dim)
   q, k = (jnp.asarray(c.qk_std * rng.normal(size=shape), jnp.float32) for _ in range(2))
   v = jnp.asarray(rng.normal(size=shape), jnp.float32)
-  segments = Segments.from_batch({"segment_ids": jnp.ones((1, length), jnp.int32),
-                                  "positions": jnp.arange(length)[None]})
+  segments = Segments.from_batch(
+    {"segment_ids": jnp.ones((1, length), jnp.int32), "positions": jnp.arange(length)[None]}
+  )
   exact = jax.jit(attention.build("softmax").apply)({}, q, k, v, segments)  # arrays as arguments, not constants
   mixer = attention.build("performer", {"num_features": num_features, "kernel": kernel, "orthogonal": orthogonal})
   apply, init = jax.jit(mixer.apply), jax.jit(mixer.init)
@@ -59,8 +70,9 @@ def run(c, out_dir: Path, stem: str = "performer_approx") -> dict:
   results = {"config": c.to_dict(), "vs_features": {}, "vs_length": {}, "device": jax.devices()[0].device_kind}
   for label, kernel, orthogonal in c.settings:
     results["vs_features"][label] = [(m, *_stats(errors(c, c.length, m, kernel, orthogonal))) for m in c.features]
-    results["vs_length"][label] = [(n, *_stats(errors(c, n, c.features_at_lengths, kernel, orthogonal)))
-                                   for n in c.lengths]
+    results["vs_length"][label] = [
+      (n, *_stats(errors(c, n, c.features_at_lengths, kernel, orthogonal))) for n in c.lengths
+    ]
     print(label, results["vs_features"][label], results["vs_length"][label], flush=True)
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
@@ -74,16 +86,27 @@ def _stats(xs: list[float]) -> tuple[float, float]:
 
 
 def _markdown(results: dict, c) -> str:
-  lines = [f"# Performer approximation error (RMS(out − exact) / RMS(v); mean ± std over {c.draws} draws)", "",
-           f"Gaussian q, k (std {c.qk_std}), v (std 1); head_dim {c.head_dim}, {c.num_heads} heads; "
-           f"device {results['device']}.", "",
-           f"## vs number of features (L = {c.length})", "", "| m | " + " | ".join(results["vs_features"]) + " |",
-           "|---:|" + "---:|" * len(results["vs_features"])]
+  lines = [
+    f"# Performer approximation error (RMS(out − exact) / RMS(v); mean ± std over {c.draws} draws)",
+    "",
+    f"Gaussian q, k (std {c.qk_std}), v (std 1); head_dim {c.head_dim}, {c.num_heads} heads; "
+    f"device {results['device']}.",
+    "",
+    f"## vs number of features (L = {c.length})",
+    "",
+    "| m | " + " | ".join(results["vs_features"]) + " |",
+    "|---:|" + "---:|" * len(results["vs_features"]),
+  ]
   for i, m in enumerate(c.features):
     cells = [f"{rows[i][1]:.4f} ± {rows[i][2]:.4f}" for rows in results["vs_features"].values()]
     lines.append(f"| {m} | " + " | ".join(cells) + " |")
-  lines += ["", f"## vs sequence length (m = {c.features_at_lengths})", "",
-            "| L | " + " | ".join(results["vs_length"]) + " |", "|---:|" + "---:|" * len(results["vs_length"])]
+  lines += [
+    "",
+    f"## vs sequence length (m = {c.features_at_lengths})",
+    "",
+    "| L | " + " | ".join(results["vs_length"]) + " |",
+    "|---:|" + "---:|" * len(results["vs_length"]),
+  ]
   for i, n in enumerate(c.lengths):
     cells = [f"{rows[i][1]:.4f} ± {rows[i][2]:.4f}" for rows in results["vs_length"].values()]
     lines.append(f"| {n} | " + " | ".join(cells) + " |")

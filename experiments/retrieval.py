@@ -13,6 +13,10 @@ from research.config import LRA_PRESET, base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("retrieval", data=dict(max_bytes=1024), model=dict(pool="mean"),
-                  train=dict(batch_size=16, eval_batch_size=50, num_steps=400, eval_every=100))
+  c = base_config(
+    "retrieval",
+    data=dict(max_bytes=1024),
+    model=dict(pool="mean"),
+    train=dict(batch_size=16, eval_batch_size=50, num_steps=400, eval_every=100),
+  )
   return finish(c, arg, {"lra": {"data": dict(max_bytes=4096), **LRA_PRESET}})

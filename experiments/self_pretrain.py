@@ -42,13 +42,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   mask_rate = overrides.pop("mask_rate", 0.15)
   # every other override (data.*, model.*, train.*) is about the TASK config, so both stages share the model
   c = apply_overrides(load_config(f"{Path(__file__).with_name(f'{task}.py')}:size={size}"), overrides, ALIASES)
-  seq_len = {"listops": lambda: c.data.max_length + 1, "text_cls": lambda: c.data.max_bytes + 1,  # CLS + inputs
-             "wic": lambda: c.data.max_len}[task]()  # the task's rows
+  seq_len = {
+    "listops": lambda: c.data.max_length + 1,
+    "text_cls": lambda: c.data.max_bytes + 1,  # CLS + inputs
+    "wic": lambda: c.data.max_len,
+  }[task]()  # the task's rows
   if stage == "finetune":
     c.train.init_from = pretrained
   elif stage == "pretrain":
-    p = base_config("mlm", data=dict(self_task=task, self_task_cfg=tuple(sorted(c.data.to_dict().items())),
-                                     seq_len=seq_len, mask_rate=mask_rate))
+    p = base_config(
+      "mlm",
+      data=dict(
+        self_task=task, self_task_cfg=tuple(sorted(c.data.to_dict().items())), seq_len=seq_len, mask_rate=mask_rate
+      ),
+    )
     p.seed, p.model, p.mesh = c.seed, c.model, c.mesh
     p.model.max_len = seq_len  # the task's position table (its max_len 0 means: the task's row length)
     p.train.update({k: v for k, v in c.train.items() if k not in ("best_metric", "best_mode")})

@@ -14,8 +14,9 @@ from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("sentiment", model=dict(pool="mean"),
-                  train=dict(batch_size=32, eval_batch_size=128, num_steps=600, eval_every=100))
+  c = base_config(
+    "sentiment", model=dict(pool="mean"), train=dict(batch_size=32, eval_batch_size=128, num_steps=600, eval_every=100)
+  )
   c = finish(c, arg)
   if c.data.target == "regression" and "best_metric" not in (arg or ""):
     c.train.best_metric = "val_pearson"

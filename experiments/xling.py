@@ -13,6 +13,7 @@ from research.config import base_config, finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = base_config("xling", model=dict(pool="mean"),
-                  train=dict(batch_size=32, eval_batch_size=100, num_steps=600, eval_every=100))
+  c = base_config(
+    "xling", model=dict(pool="mean"), train=dict(batch_size=32, eval_batch_size=100, num_steps=600, eval_every=100)
+  )
   return finish(c, arg)

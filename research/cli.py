@@ -17,9 +17,14 @@ from research.config import load_config
 def _train(args) -> dict:
   from research.train import distributed
 
-  cluster = distributed.from_args(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
-                                  local_devices=args.local_devices,
-                                  heartbeat_timeout_seconds=args.heartbeat_timeout)
+  cluster = distributed.from_args(
+    args.coordinator,
+    args.num_processes,
+    args.process_id,
+    auto=args.distributed,
+    local_devices=args.local_devices,
+    heartbeat_timeout_seconds=args.heartbeat_timeout,
+  )
   config = load_config(args.config)  # bad flags and configs fail before this process joins a cluster
   distributed.initialize(cluster)
   from research.data.corpora import CorpusError
@@ -60,8 +65,10 @@ def _compare(args) -> list[dict]:
   notes = [
     f"device: {jax.devices()[0].device_kind} ({len(jax.devices())} device(s)); config {args.config}"
     + (f"; --set {' '.join(args.set)}" if args.set else "")
-    + (f"; learning rate chosen on validation (seed {min(r.seed for r in runs)}) from {list(lr_grid)}" if lr_grid
-       else "") + (f"; widths matched to {args.match_params}'s parameter count" if args.match_params else ""),
+    + (
+      f"; learning rate chosen on validation (seed {min(r.seed for r in runs)}) from {list(lr_grid)}" if lr_grid else ""
+    )
+    + (f"; widths matched to {args.match_params}'s parameter count" if args.match_params else ""),
     "test acc, best val: the checkpoint with the best validation accuracy; final: the last step "
     "(mean ± sample std over seeds). For `tokens` tasks the metric is masked-token accuracy, for `match` tasks "
     "in-batch top-1 retrieval, for regression sign accuracy.",
@@ -97,8 +104,10 @@ def variants_table(length: int = 4096, heads: int = 4, head_dim: int = 64) -> st
   for name in attention.names():
     c = attention.capabilities(name)
     state = c.state_size(length, heads, head_dim) / 2**20
-    rows.append(f"| `{name}` | {c.paper} | {c.complexity} | {yes(c.supports_causal)} | {yes(c.supports_packing)} | "
-                f"{yes(c.length_invariant)} | {yes(c.implied_weights)} | {state:,.2f} MiB |")
+    rows.append(
+      f"| `{name}` | {c.paper} | {c.complexity} | {yes(c.supports_causal)} | {yes(c.supports_packing)} | "
+      f"{yes(c.length_invariant)} | {yes(c.implied_weights)} | {state:,.2f} MiB |"
+    )
   return "\n".join(rows)
 
 
@@ -126,21 +135,38 @@ def _data(args) -> None:
   elif args.data_command == "tokenizer":
     from research.data import tokenizer
 
-    options = tokenizer.SentencePieceOptions(vocab_size=args.vocab_size, model_type=args.model_type,
-                                             character_coverage=args.character_coverage,
-                                             byte_fallback=not args.no_byte_fallback)
+    options = tokenizer.SentencePieceOptions(
+      vocab_size=args.vocab_size,
+      model_type=args.model_type,
+      character_coverage=args.character_coverage,
+      byte_fallback=not args.no_byte_fallback,
+    )
     texts = [line for name in args.corpus for doc in corpora.read(name) for line in doc["text"].splitlines()]
     tok = tokenizer.train_sentencepiece(texts, options)
     path = tok.save(args.out)
-    print(f"trained a {options.model_type} model with {tok.vocab_size} pieces on {len(texts):,} lines of "
-          f"{', '.join(args.corpus)} -> {path}")
+    print(
+      f"trained a {options.model_type} model with {tok.vocab_size} pieces on {len(texts):,} lines of "
+      f"{', '.join(args.corpus)} -> {path}"
+    )
   elif args.data_command == "card":
     from research.data import tasks
 
     task = tasks.build(args.task, load_config(args.config).data.to_dict() if args.config else {})
-    print(json.dumps({"task": task.name, "kind": task.kind, "seq_len": task.seq_len, "vocab_size": task.vocab_size,
-                      "num_classes": task.num_classes, "baseline": task.baseline, **task.card},
-                     indent=2, default=str))
+    print(
+      json.dumps(
+        {
+          "task": task.name,
+          "kind": task.kind,
+          "seq_len": task.seq_len,
+          "vocab_size": task.vocab_size,
+          "num_classes": task.num_classes,
+          "baseline": task.baseline,
+          **task.card,
+        },
+        indent=2,
+        default=str,
+      )
+    )
 
 
 def _int_list(text: str, flag: str) -> tuple[int, ...]:
@@ -156,19 +182,34 @@ def _bench(args) -> None:
   if args.bench_command == "attention":
     spec = bench.Spec(
       variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
-      lengths=_int_list(args.lengths, "--lengths"), batch=args.batch, heads=args.heads, head_dim=args.head_dim,
-      dtype=args.dtype, causal=args.causal, repeats=args.repeats, warmup=args.warmup,
-      max_memory_gb=args.max_memory_gb, max_seconds=args.max_seconds)
+      lengths=_int_list(args.lengths, "--lengths"),
+      batch=args.batch,
+      heads=args.heads,
+      head_dim=args.head_dim,
+      dtype=args.dtype,
+      causal=args.causal,
+      repeats=args.repeats,
+      warmup=args.warmup,
+      max_memory_gb=args.max_memory_gb,
+      max_seconds=args.max_seconds,
+    )
     result = bench.run(spec)
     for kind, path in bench.write(result, Path(args.out), args.name).items():
       print(f"wrote {kind}: {path}")
   elif args.bench_command == "peers":
     from research.bench import peers
 
-    result = peers.run(tuple(v.strip() for v in args.variants.split(",") if v.strip()),
-                       _int_list(args.lengths, "--lengths"), batch=args.batch, layers=args.layers,
-                       d_model=args.d_model, heads=args.heads, steps=args.steps, warmup=args.warmup,
-                       scan_unroll=args.scan_unroll)
+    result = peers.run(
+      tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+      _int_list(args.lengths, "--lengths"),
+      batch=args.batch,
+      layers=args.layers,
+      d_model=args.d_model,
+      heads=args.heads,
+      steps=args.steps,
+      warmup=args.warmup,
+      scan_unroll=args.scan_unroll,
+    )
     print(peers.markdown(result))
     for kind, path in peers.write(result, Path(args.out)).items():
       print(f"wrote {kind}: {path}")
@@ -197,25 +238,34 @@ def _embed(args) -> None:
     raise ValueError(f"--input {args.input!r} is not UTF-8 text ({e})") from None
   blank = [i + 1 for i, line in enumerate(lines) if not line.strip()]
   if not lines or blank:
-    raise ValueError(f"--input {args.input!r}: " + (f"line(s) {blank[:5]} are empty; one non-empty text per line"
-                                                      if blank else "no lines"))
+    raise ValueError(
+      f"--input {args.input!r}: "
+      + (f"line(s) {blank[:5]} are empty; one non-empty text per line" if blank else "no lines")
+    )
   out = Path(args.out)
   if out.suffix != (".npz" if args.pooling == "none" else ".npy"):
-    raise ValueError(f"--out {args.out!r}: expected a {'.npz' if args.pooling == 'none' else '.npy'} path "
-                     f"for --pooling {args.pooling or 'default'}")
+    raise ValueError(
+      f"--out {args.out!r}: expected a {'.npz' if args.pooling == 'none' else '.npy'} path "
+      f"for --pooling {args.pooling or 'default'}"
+    )
   emb = Embedder.from_pretrained(args.pretrained) if args.pretrained else Embedder.from_checkpoint(args.checkpoint)
-  result = emb.embed(lines, layer=args.layer, pooling=args.pooling, overflow=args.overflow,
-                     batch_size=args.batch_size)
+  result = emb.embed(lines, layer=args.layer, pooling=args.pooling, overflow=args.overflow, batch_size=args.batch_size)
   out.parent.mkdir(parents=True, exist_ok=True)
   if args.pooling == "none":
-    np.savez(out, vectors=np.concatenate([t.vectors for t in result]), ids=np.concatenate([t.ids for t in result]),
-             spans=np.concatenate([t.spans for t in result]),
-             offsets=np.cumsum([0] + [len(t.ids) for t in result]))
+    np.savez(
+      out,
+      vectors=np.concatenate([t.vectors for t in result]),
+      ids=np.concatenate([t.ids for t in result]),
+      spans=np.concatenate([t.spans for t in result]),
+      offsets=np.cumsum([0] + [len(t.ids) for t in result]),
+    )
     print(f"wrote {out}: {len(result)} texts, {sum(len(t.ids) for t in result)} token vectors of {emb.cfg.d_model}")
   else:
     np.save(out, result)
-    print(f"wrote {out}: {result.shape[0]} x {result.shape[1]} float32 ({emb.name}, layer {args.layer}, "
-          f"{args.pooling or emb.pooling} pooling{', L2-normalised' if emb.normalize else ''})")
+    print(
+      f"wrote {out}: {result.shape[0]} x {result.shape[1]} float32 ({emb.name}, layer {args.layer}, "
+      f"{args.pooling or emb.pooling} pooling{', L2-normalised' if emb.normalize else ''})"
+    )
 
 
 def _language_pairs(text: str) -> tuple[tuple[str, str], ...]:
@@ -240,9 +290,16 @@ def _eval(args) -> None:
     if layers is not None and not layers:
       raise ValueError(f"--layers {args.layers!r}; expected 'all' or comma-separated layer indices, e.g. 0,3,6")
     pairs = _language_pairs(args.xling_pairs)
-    result = polysemy.run(args.pretrained or (), args.checkpoint or (), layers=layers, max_pairs=args.max_pairs,
-                          xling_pairs=pairs, text_tasks=not args.wic_only, finetune_steps=args.finetune_steps,
-                          log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = polysemy.run(
+      args.pretrained or (),
+      args.checkpoint or (),
+      layers=layers,
+      max_pairs=args.max_pairs,
+      xling_pairs=pairs,
+      text_tasks=not args.wic_only,
+      finetune_steps=args.finetune_steps,
+      log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     paths = polysemy.write(result, Path(args.out), args.name)
   elif args.eval_command == "retention":
     from research.eval import retention
@@ -252,9 +309,14 @@ def _eval(args) -> None:
       raise ValueError(f"--lengths {args.lengths!r}; expected positive integers (or 'none' to skip timing)")
     if args.rows_per_corpus < 1:
       raise ValueError(f"--rows-per-corpus {args.rows_per_corpus}; expected >= 1")
-    result = retention.run(args.student, workdir=args.workdir, xling_pairs=_language_pairs(args.xling_pairs),
-                           rows_per_corpus=args.rows_per_corpus, lengths=lengths,
-                           log=lambda m: print(m, file=sys.stderr, flush=True))
+    result = retention.run(
+      args.student,
+      workdir=args.workdir,
+      xling_pairs=_language_pairs(args.xling_pairs),
+      rows_per_corpus=args.rows_per_corpus,
+      lengths=lengths,
+      log=lambda m: print(m, file=sys.stderr, flush=True),
+    )
     paths = retention.write(result, Path(args.out), args.name)
   print(Path(paths["md"]).read_text())
   print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -275,8 +337,11 @@ def _linearize(args) -> dict:
 
 
 def _add_linearize(sub) -> None:
-  p = sub.add_parser("linearize", help="distil a pretrained encoder's softmax attention into linear attention "
-                     "(research/linearize.py); resumes automatically from --workdir")
+  p = sub.add_parser(
+    "linearize",
+    help="distil a pretrained encoder's softmax attention into linear attention "
+    "(research/linearize.py); resumes automatically from --workdir",
+  )
   p.add_argument("--config", required=True, help="experiments/linearize.py[:key=value,...]")
   p.add_argument("--workdir", required=True)
   p.add_argument("--teacher", help="a registered pretrained model (overrides the config's teacher)")
@@ -287,8 +352,12 @@ def _add_linearize(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="research", description=__doc__)
-  parser.add_argument("--compile-cache", metavar="DIR", default=os.environ.get("RESEARCH_COMPILE_CACHE"),
-                      help="persistent XLA compilation cache directory (default: $RESEARCH_COMPILE_CACHE, off)")
+  parser.add_argument(
+    "--compile-cache",
+    metavar="DIR",
+    default=os.environ.get("RESEARCH_COMPILE_CACHE"),
+    help="persistent XLA compilation cache directory (default: $RESEARCH_COMPILE_CACHE, off)",
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("train", help="train one model; resumes automatically from --workdir")
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
@@ -300,20 +369,32 @@ def main(argv: list[str] | None = None) -> int:
   g.add_argument("--process-id", type=int, help="this process, 0 .. N-1 (or $JAX_PROCESS_ID)")
   g.add_argument("--distributed", action="store_true", help="let JAX detect the cluster (SLURM, Open MPI, TPU pod)")
   g.add_argument("--local-devices", type=int, help="CPU only: fake this many devices in this process")
-  g.add_argument("--heartbeat-timeout", type=int, default=100, help="seconds without a peer's heartbeat before "
-                 "the others stop (default: %(default)s)")
+  g.add_argument(
+    "--heartbeat-timeout",
+    type=int,
+    default=100,
+    help="seconds without a peer's heartbeat before the others stop (default: %(default)s)",
+  )
   p.set_defaults(func=_train)
   p = sub.add_parser("compare", help="train every variant x seed and write a results table + plot")
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   p.add_argument("--variants", default="softmax,linear", help="comma-separated registry names")
   p.add_argument("--seeds", type=int, default=1)
-  p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                 help="override for every run; repeat a key to sweep it (a grid axis), "
-                 "e.g. --set data.num_kv=4 --set data.num_kv=8")
-  p.add_argument("--lr-grid", default="", help="choose the learning rate on validation at the first seed, "
-                 "e.g. 1e-4,3e-4,1e-3,3e-3; the other seeds train at the chosen rate")
-  p.add_argument("--match-params", metavar="VARIANT", help="scale every other variant's width to this "
-                 "variant's parameter count")
+  p.add_argument(
+    "--set",
+    action="append",
+    metavar="KEY=VALUE",
+    help="override for every run; repeat a key to sweep it (a grid axis), e.g. --set data.num_kv=4 --set data.num_kv=8",
+  )
+  p.add_argument(
+    "--lr-grid",
+    default="",
+    help="choose the learning rate on validation at the first seed, "
+    "e.g. 1e-4,3e-4,1e-3,3e-3; the other seeds train at the chosen rate",
+  )
+  p.add_argument(
+    "--match-params", metavar="VARIANT", help="scale every other variant's width to this variant's parameter count"
+  )
   p.add_argument("--workdir", default="runs/compare")
   p.add_argument("--out", default="results")
   p.add_argument("--name", default="compare")
@@ -360,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--max-seconds", type=float, default=30.0, help="time a slower point by one call")
   q.add_argument("--out", default="results/bench")
   q.add_argument("--name", default="attention")
-  q = bench.add_parser("peers", help="our train step vs x-transformers / performer-pytorch / "
-                       "linear-attention-transformer (needs: pip install -e '.[peers]')")
+  q = bench.add_parser(
+    "peers",
+    help="our train step vs x-transformers / performer-pytorch / "
+    "linear-attention-transformer (needs: pip install -e '.[peers]')",
+  )
   q.add_argument("--variants", default="softmax,performer,linear")
   q.add_argument("--lengths", default="512,1024,2048,4096")
   q.add_argument("--batch", type=int, default=4)
@@ -377,8 +461,12 @@ def main(argv: list[str] | None = None) -> int:
   q.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
   q.add_argument("--warmup", type=int, default=2)
   q.add_argument("--out", default="results/bench")
-  q.add_argument("--set", action="append", metavar="KEY=VALUE[,KEY=VALUE]",
-                 help="one table row per --set (overrides on top of --config), e.g. --set model.remat_policy=full")
+  q.add_argument(
+    "--set",
+    action="append",
+    metavar="KEY=VALUE[,KEY=VALUE]",
+    help="one table row per --set (overrides on top of --config), e.g. --set model.remat_policy=full",
+  )
   q.add_argument("--name", help="output file stem (default: train_<config>)")
   p = sub.add_parser("embed", help="contextual embeddings of the lines of a text file")
   p.set_defaults(func=_embed)
@@ -386,39 +474,68 @@ def main(argv: list[str] | None = None) -> int:
   source.add_argument("--checkpoint", help="a run workdir of ours (its best checkpoint, else its newest)")
   source.add_argument("--pretrained", help="a registered pretrained model, e.g. minilm")
   p.add_argument("--input", required=True, help="UTF-8 text file, one text per line")
-  p.add_argument("--out", required=True, help=".npy of pooled vectors [N, E]; .npz with --pooling none "
-                 "(vectors, ids, spans concatenated; offsets [N+1])")
+  p.add_argument(
+    "--out",
+    required=True,
+    help=".npy of pooled vectors [N, E]; .npz with --pooling none (vectors, ids, spans concatenated; offsets [N+1])",
+  )
   p.add_argument("--layer", type=int, default=-1, help="0 = embeddings, -1 = output (default)")
   p.add_argument("--pooling", choices=("mean", "cls", "none"), help="default: the model's own (minilm: mean)")
-  p.add_argument("--overflow", choices=("error", "truncate", "window"), default="error",
-                 help="texts longer than the model's maximum: error (default), keep the start, or windows")
+  p.add_argument(
+    "--overflow",
+    choices=("error", "truncate", "window"),
+    default="error",
+    help="texts longer than the model's maximum: error (default), keep the start, or windows",
+  )
   p.add_argument("--batch-size", type=int, default=32)
   p = sub.add_parser("eval", help="evaluations of encoders (frozen probes, WiC fine-tuning)")
   p.set_defaults(func=_eval)
   evals = p.add_subparsers(dest="eval_command", required=True)
-  q = evals.add_parser("polysemy", help="WiC polysemy per layer (every encoder); sentiment probe and "
-                       "cross-lingual retrieval (pretrained encoders)")
-  q.add_argument("--pretrained", action="append", metavar="NAME", help="a registered pretrained model, e.g. minilm; "
-                 "repeatable")
+  q = evals.add_parser(
+    "polysemy",
+    help="WiC polysemy per layer (every encoder); sentiment probe and cross-lingual retrieval (pretrained encoders)",
+  )
+  q.add_argument(
+    "--pretrained", action="append", metavar="NAME", help="a registered pretrained model, e.g. minilm; repeatable"
+  )
   q.add_argument("--checkpoint", action="append", metavar="RUN", help="a run workdir of ours; repeatable (WiC only)")
   q.add_argument("--layers", default="all", help="'all' (0 = embeddings .. output) or comma-separated indices")
   q.add_argument("--max-pairs", type=int, help="WiC: only the first N val and N test pairs (quick runs)")
-  q.add_argument("--xling-pairs", default="en-us:de,en-us:fr,de:fr",
-                 help="language pairs for retrieval, comma-separated LANG:LANG (default: %(default)s)")
+  q.add_argument(
+    "--xling-pairs",
+    default="en-us:de,en-us:fr,de:fr",
+    help="language pairs for retrieval, comma-separated LANG:LANG (default: %(default)s)",
+  )
   q.add_argument("--wic-only", action="store_true", help="skip the sentiment probe and retrieval")
-  q.add_argument("--finetune-steps", type=int, default=0, help="also fine-tune each encoder + a linear head on "
-                 "WiC train for N steps of 32 pairs (260 = 2 epochs); 0 (default): frozen probes only")
+  q.add_argument(
+    "--finetune-steps",
+    type=int,
+    default=0,
+    help="also fine-tune each encoder + a linear head on "
+    "WiC train for N steps of 32 pairs (260 = 2 epochs); 0 (default): frozen probes only",
+  )
   q.add_argument("--out", default="results")
   q.add_argument("--name", default="polysemy", help="output file stem: <out>/<name>.json|.md, <name>_wic.png")
-  q = evals.add_parser("retention", help="a linearized encoder vs its teacher and the untrained swap: embedding "
-                       "cosine, WiC, sentiment, xling, speed and memory (research/eval/retention.py)")
-  q.add_argument("--student", action="append", required=True, metavar="RUN",
-                 help="a finished workdir of research linearize; repeatable (one per feature map)")
+  q = evals.add_parser(
+    "retention",
+    help="a linearized encoder vs its teacher and the untrained swap: embedding "
+    "cosine, WiC, sentiment, xling, speed and memory (research/eval/retention.py)",
+  )
+  q.add_argument(
+    "--student",
+    action="append",
+    required=True,
+    metavar="RUN",
+    help="a finished workdir of research linearize; repeatable (one per feature map)",
+  )
   q.add_argument("--workdir", default="runs/linearize/retention", help="per-encoder cache (default: %(default)s)")
   q.add_argument("--xling-pairs", default="en-us:fr", help="language pairs for retrieval (default: %(default)s)")
   q.add_argument("--rows-per-corpus", type=int, default=64, help="held-out documents per corpus for the match")
-  q.add_argument("--lengths", default=",".join(map(str, (512, 1024, 2048, 4096, 8192))),
-                 help="forward-pass timing lengths, comma-separated, or 'none' (default: %(default)s)")
+  q.add_argument(
+    "--lengths",
+    default=",".join(map(str, (512, 1024, 2048, 4096, 8192))),
+    help="forward-pass timing lengths, comma-separated, or 'none' (default: %(default)s)",
+  )
   q.add_argument("--out", default="results")
   q.add_argument("--name", default="linearize", help="output file stem (default: %(default)s)")
   _add_linearize(sub)

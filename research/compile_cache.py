@@ -20,8 +20,9 @@ ENV = "RESEARCH_COMPILE_CACHE"
 
 def enable(directory: str | os.PathLike) -> Path:
   """Turn the cache on for this process (before the first compilation); returns the absolute directory."""
-  path = writable_dir(Path(directory).expanduser().absolute(), "compile cache directory",
-                      f"choose another --compile-cache / {ENV}")
+  path = writable_dir(
+    Path(directory).expanduser().absolute(), "compile cache directory", f"choose another --compile-cache / {ENV}"
+  )
   jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

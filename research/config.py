@@ -82,9 +82,7 @@ def apply_overrides(
     path = aliases.get(key, key)
     open_dict = any(path.startswith(p) and path.count(".") == p.count(".") for p in _open_dicts(config))
     if path not in valid and not open_dict:
-      raise ValueError(
-        f"unknown config key {key!r}; valid keys: {', '.join(sorted(set(aliases) | set(valid)))}"
-      )
+      raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(set(aliases) | set(valid)))}")
     *parents, leaf = path.split(".")
     node = config
     for p in parents:
@@ -115,22 +113,55 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   return module.get_config(arg or None)
 
 
-ALIASES = {"attention": "model.attention", "steps": "train.num_steps", "positions": "model.positions",
-           "batch_size": "train.batch_size", "lr": "train.learning_rate"}
+ALIASES = {
+  "attention": "model.attention",
+  "steps": "train.num_steps",
+  "positions": "model.positions",
+  "batch_size": "train.batch_size",
+  "lr": "train.learning_rate",
+}
 
 MODEL_DEFAULTS = dict(
-  attention="softmax", d_model=64, num_heads=4, num_layers=2, mlp_dim=128, mlp="gelu", dropout=0.0,
-  positions="learned", remat_policy="none", scan_unroll=1, dtype="float32", pool="cls", max_len=0,
-  conv_kernel=0, seq_softmax="ring")  # max_len 0: the data's length; seq_softmax: on a `seq` mesh axis, ring|allgather
+  attention="softmax",
+  d_model=64,
+  num_heads=4,
+  num_layers=2,
+  mlp_dim=128,
+  mlp="gelu",
+  dropout=0.0,
+  positions="learned",
+  remat_policy="none",
+  scan_unroll=1,
+  dtype="float32",
+  pool="cls",
+  max_len=0,
+  conv_kernel=0,
+  seq_softmax="ring",
+)  # max_len 0: the data's length; seq_softmax: on a `seq` mesh axis, ring|allgather
 TRAIN_DEFAULTS = dict(
-  batch_size=32, eval_batch_size=256, num_steps=600, learning_rate=1e-3, warmup_steps=60, schedule="cosine",
-  weight_decay=0.01, clip_norm=1.0, grad_accum=1, eval_every=100, log_every=25, keep_last=2,
-  best_metric="val_accuracy", best_mode="max", init_from="", crash_after_checkpoint=-1)
+  batch_size=32,
+  eval_batch_size=256,
+  num_steps=600,
+  learning_rate=1e-3,
+  warmup_steps=60,
+  schedule="cosine",
+  weight_decay=0.01,
+  clip_norm=1.0,
+  grad_accum=1,
+  eval_every=100,
+  log_every=25,
+  keep_last=2,
+  best_metric="val_accuracy",
+  best_mode="max",
+  init_from="",
+  crash_after_checkpoint=-1,
+)
 # init_from: workdir of a pretrained run (research/train/init_from.py); crash_after_checkpoint: test hook
 
 
-def base_config(task: str, data: dict | None = None, model: dict | None = None, train: dict | None = None
-                ) -> ml_collections.ConfigDict:
+def base_config(
+  task: str, data: dict | None = None, model: dict | None = None, train: dict | None = None
+) -> ml_collections.ConfigDict:
   """The shared experiment skeleton: every option of the task's data Config (its defaults, then `data`),
   the tiny CPU model and training defaults (then `model`, `train`), and a data-parallel mesh."""
   import dataclasses
@@ -157,8 +188,9 @@ LRA_PRESET = {  # LRA-scale model and schedule (accelerator); tasks add their da
 }
 
 
-def finish(c: ml_collections.ConfigDict, arg: str | None, presets: dict[str, dict] | None = None
-           ) -> ml_collections.ConfigDict:
+def finish(
+  c: ml_collections.ConfigDict, arg: str | None, presets: dict[str, dict] | None = None
+) -> ml_collections.ConfigDict:
   """Apply `size=<preset>` from arg (section -> updates; "tiny" is the config as built), then the other overrides."""
   overrides = parse_overrides(arg)
   size, presets = overrides.pop("size", "tiny"), presets or {}

@@ -53,10 +53,12 @@ class TokenVectors:
 def encoder_shapes(cfg: EncoderConfig) -> dict[str, tuple[int, ...]]:
   """keystr(path) -> shape of every parameter of Encoder(cfg), without allocating it."""
   tokens = jnp.zeros((1, 1), jnp.int32)
-  shapes = jax.eval_shape(lambda: Encoder(cfg).init(jax.random.key(0), tokens, Segments.from_lengths(
-    jnp.ones((1,), jnp.int32), 1)))["params"]
-  return {jax.tree_util.keystr(k): tuple(v.shape) for k, v in
-          jax.tree_util.tree_flatten_with_path(nn.meta.unbox(shapes))[0]}
+  shapes = jax.eval_shape(
+    lambda: Encoder(cfg).init(jax.random.key(0), tokens, Segments.from_lengths(jnp.ones((1,), jnp.int32), 1))
+  )["params"]
+  return {
+    jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_flatten_with_path(nn.meta.unbox(shapes))[0]
+  }
 
 
 def _card_config(card: dict) -> EncoderConfig:
@@ -73,20 +75,37 @@ def write_card(workdir: str | Path, cfg: EncoderConfig, task) -> None:
   from research.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
 
   workdir, tok = Path(workdir), getattr(task, "tokenizer", None)
-  kind = ("sentencepiece" if isinstance(tok, SentencePieceTokenizer) else "bytes" if isinstance(tok, ByteTokenizer)
-          else None)
+  kind = (
+    "sentencepiece" if isinstance(tok, SentencePieceTokenizer) else "bytes" if isinstance(tok, ByteTokenizer) else None
+  )
   if kind == "sentencepiece":
     tok.save(workdir / TOKENIZER_FILE)
-  card = {"encoder": dataclasses.asdict(cfg), "task": task.name, "tokenizer": kind,
-          "add_cls": task.name != "mlm", "max_tokens": task.seq_len}
+  card = {
+    "encoder": dataclasses.asdict(cfg),
+    "task": task.name,
+    "tokenizer": kind,
+    "add_cls": task.name != "mlm",
+    "max_tokens": task.seq_len,
+  }
   (workdir / CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=list))
 
 
 class Embedder:
   """Batched, length-sorted embedding of raw texts with any Encoder and a tokenizer that gives spans."""
 
-  def __init__(self, cfg: EncoderConfig, variables: dict, tokenizer: Any, *, max_tokens: int, add_cls: bool,
-               add_sep: bool, pooling: str = "mean", normalize: bool = False, name: str = "encoder"):
+  def __init__(
+    self,
+    cfg: EncoderConfig,
+    variables: dict,
+    tokenizer: Any,
+    *,
+    max_tokens: int,
+    add_cls: bool,
+    add_sep: bool,
+    pooling: str = "mean",
+    normalize: bool = False,
+    name: str = "encoder",
+  ):
     if pooling not in POOLINGS:
       raise ValueError(f"pooling={pooling!r}; expected one of {', '.join(POOLINGS)}")
     self.cfg, self.tokenizer, self.name = cfg, tokenizer, name
@@ -102,8 +121,14 @@ class Embedder:
     from research import pretrained
 
     cfg, params, tok, info = pretrained.load(name)
-    options = dict(max_tokens=info["max_tokens"], add_cls=True, add_sep=True, pooling=info["pooling"],
-                   normalize=info["normalize"], name=info["name"])
+    options = dict(
+      max_tokens=info["max_tokens"],
+      add_cls=True,
+      add_sep=True,
+      pooling=info["pooling"],
+      normalize=info["normalize"],
+      name=info["name"],
+    )
     return cls(cfg, {"params": params}, tok, **{**options, **kwargs})
 
   @classmethod
@@ -117,8 +142,10 @@ class Embedder:
     state, step, _ = init_from.load(workdir)
     cfg, tok, options = _run_encoder(workdir, tokenizers)
     key = init_from._encoder_key(state["params"], f"run {workdir}")
-    variables = {"params": state["params"][key],
-                 **{c: tree[key] for c, tree in state.get("extra", {}).items() if key in tree}}
+    variables = {
+      "params": state["params"][key],
+      **{c: tree[key] for c, tree in state.get("extra", {}).items() if key in tree},
+    }
     _check_tree(variables["params"], cfg, workdir)
     return cls(cfg, variables, tok, **{**options, "name": f"{workdir}@{step}", **kwargs})
 
@@ -150,8 +177,15 @@ class Embedder:
       starts.append(n - c)
     return starts
 
-  def embed(self, texts: Sequence[str] | str, layer: int | Sequence[int] = -1, pooling: str | None = None,
-            overflow: str = "error", batch_size: int = 32, normalize: bool | None = None):
+  def embed(
+    self,
+    texts: Sequence[str] | str,
+    layer: int | Sequence[int] = -1,
+    pooling: str | None = None,
+    overflow: str = "error",
+    batch_size: int = 32,
+    normalize: bool | None = None,
+  ):
     """Pooled vectors [N, E] (or [layers, N, E]) float32, or a list of TokenVectors with pooling="none"."""
     if isinstance(texts, str):
       raise ValueError("embed takes a sequence of texts; wrap a single text in a list")
@@ -173,12 +207,14 @@ class Embedder:
     seqs, plan = [], []  # plan[i]: (window starts, first sequence index)
     for i, (ids, spans) in enumerate(pieces):
       if len(ids) > self.capacity and overflow == "error":
-        raise ValueError(f"text {i} ({texts[i]!r:.50}) has {len(ids)} pieces but {self.name} takes at most "
-                         f"{self.capacity} (+ specials, {self.max_tokens} tokens); pass overflow='truncate' or "
-                         "overflow='window'")
+        raise ValueError(
+          f"text {i} ({texts[i]!r:.50}) has {len(ids)} pieces but {self.name} takes at most "
+          f"{self.capacity} (+ specials, {self.max_tokens} tokens); pass overflow='truncate' or "
+          "overflow='window'"
+        )
       starts = [0] if overflow != "window" else self._windows(len(ids))
       plan.append((starts, len(seqs)))
-      seqs += [self._wrap(ids[s:s + self.capacity], spans[s:s + self.capacity]) for s in starts]
+      seqs += [self._wrap(ids[s : s + self.capacity], spans[s : s + self.capacity]) for s in starts]
     vectors = self._run([s[0] for s in seqs], layers, batch_size)
 
     out = []
@@ -189,13 +225,23 @@ class Embedder:
         vec = vectors[first]
       else:
         full_ids, full_spans = self._wrap(ids, spans)
-        vec = self._assemble(vectors[first:first + len(starts)], starts, len(ids))
-      out.append(TokenVectors(texts[i], np.asarray(full_ids, np.int32), np.asarray(full_spans, np.int32),
-                              vec if many else vec[0]))
+        vec = self._assemble(vectors[first : first + len(starts)], starts, len(ids))
+      out.append(
+        TokenVectors(
+          texts[i], np.asarray(full_ids, np.int32), np.asarray(full_spans, np.int32), vec if many else vec[0]
+        )
+      )
     if pooling == "none":
       return out
-    pooled = np.stack([(o.vectors if many else o.vectors[None]).mean(-2) if pooling == "mean" else
-                       (o.vectors if many else o.vectors[None])[:, 0] for o in out], axis=1)  # [layers, N, E]
+    pooled = np.stack(
+      [
+        (o.vectors if many else o.vectors[None]).mean(-2)
+        if pooling == "mean"
+        else (o.vectors if many else o.vectors[None])[:, 0]
+        for o in out
+      ],
+      axis=1,
+    )  # [layers, N, E]
     if normalize:
       pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
     return pooled if many else pooled[0]
@@ -223,8 +269,9 @@ class Embedder:
     out = []
     for v in wanted:
       if isinstance(v, bool) or not isinstance(v, int | np.integer) or not -n - 1 <= v <= n:
-        raise ValueError(f"layer={v!r}; expected an integer in [0, {n}] (0 = embeddings, {n} = output) or "
-                         f"negative from the end")
+        raise ValueError(
+          f"layer={v!r}; expected an integer in [0, {n}] (0 = embeddings, {n} = output) or negative from the end"
+        )
       out.append(int(v) % (n + 1))
     return tuple(out), many
 
@@ -243,16 +290,16 @@ class Embedder:
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     results: list[np.ndarray | None] = [None] * len(seqs)
     for b in range(0, len(order), batch_size):
-      idx = order[b:b + batch_size]
+      idx = order[b : b + batch_size]
       length = min(-(-len(seqs[idx[0]]) // BUCKET) * BUCKET, self.cfg.max_len)
       rows = batch_size if len(order) > batch_size else 1 << (len(idx) - 1).bit_length()
       tokens = np.zeros((rows, length), np.int32)
       lengths = np.zeros((rows,), np.int32)
       for r, i in enumerate(idx):
-        tokens[r, :len(seqs[i])], lengths[r] = seqs[i], len(seqs[i])
+        tokens[r, : len(seqs[i])], lengths[r] = seqs[i], len(seqs[i])
       hidden = np.asarray(self._forward(self.variables, jnp.asarray(tokens), jnp.asarray(lengths), layers=layers))
       for r, i in enumerate(idx):
-        results[i] = hidden[:, r, :len(seqs[i])]
+        results[i] = hidden[:, r, : len(seqs[i])]
     return results
 
 
@@ -270,8 +317,10 @@ def _check_tree(params: dict, cfg: EncoderConfig, where: Path) -> None:
   bad = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
   if bad:
     k = bad[0]
-    raise ValueError(f"checkpoint of {where} does not match its encoder config at {len(bad)} array(s), e.g. {k}: "
-                     f"checkpoint {got.get(k, 'missing')} vs config {expected.get(k, 'missing')}")
+    raise ValueError(
+      f"checkpoint of {where} does not match its encoder config at {len(bad)} array(s), e.g. {k}: "
+      f"checkpoint {got.get(k, 'missing')} vs config {expected.get(k, 'missing')}"
+    )
 
 
 def _run_encoder(workdir: Path, tokenizers) -> tuple[EncoderConfig, Any, dict]:
@@ -294,11 +343,17 @@ def _run_encoder(workdir: Path, tokenizers) -> tuple[EncoderConfig, Any, dict]:
 
       tok = WordPieceTokenizer(model_dir(card["teacher"]) / "tokenizer.json")
     else:
-      raise ValueError(f"run {workdir} trained on task {card.get('task')!r}, which has no text tokenizer; "
-                       "embed runs of text tasks (mlm on corpora, wic, sentiment, xling, text_cls, retrieval)")
-    options = {"max_tokens": int(card.get("max_tokens", cfg.max_len)), "add_cls": bool(card.get("add_cls", True)),
-               "add_sep": bool(card.get("add_sep", False)), "pooling": card.get("pooling", "mean"),
-               "normalize": bool(card.get("normalize", False))}
+      raise ValueError(
+        f"run {workdir} trained on task {card.get('task')!r}, which has no text tokenizer; "
+        "embed runs of text tasks (mlm on corpora, wic, sentiment, xling, text_cls, retrieval)"
+      )
+    options = {
+      "max_tokens": int(card.get("max_tokens", cfg.max_len)),
+      "add_cls": bool(card.get("add_cls", True)),
+      "add_sep": bool(card.get("add_sep", False)),
+      "pooling": card.get("pooling", "mean"),
+      "normalize": bool(card.get("normalize", False)),
+    }
     return cfg, tok, options
   provenance = workdir / "provenance.json"
   if not provenance.is_file():

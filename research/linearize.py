@@ -65,13 +65,15 @@ CARD = "encoder.json"
 def _check_feature_map(feature_map: str, options: dict | None) -> None:
   if feature_map not in LINEAR_MAPS:
     known = "; it is a registered mixer but not a linear one" if feature_map in attention.names() else ""
-    raise ValueError(f"feature map {feature_map!r} cannot linearize softmax attention{known}; choose one of "
-                     f"{', '.join(LINEAR_MAPS)}")
+    raise ValueError(
+      f"feature map {feature_map!r} cannot linearize softmax attention{known}; choose one of {', '.join(LINEAR_MAPS)}"
+    )
   attention.make_config(feature_map, options)  # an option the variant does not accept -> a clear error
 
 
-def swap_mixers(teacher_cfg: EncoderConfig, teacher_params: dict, feature_map: str, options: dict | None = None,
-                seed: int = 0) -> tuple[EncoderConfig, dict]:
+def swap_mixers(
+  teacher_cfg: EncoderConfig, teacher_params: dict, feature_map: str, options: dict | None = None, seed: int = 0
+) -> tuple[EncoderConfig, dict]:
   """(student config, student variables): the teacher with each softmax mixer replaced by `feature_map`.
 
   `options` are the linear mixer's Config fields (e.g. {"feature_dim": 32}). The student's params hold every
@@ -87,8 +89,11 @@ def swap_mixers(teacher_cfg: EncoderConfig, teacher_params: dict, feature_map: s
   teacher_flat = traverse_util.flatten_dict(nn.meta.unbox(teacher_params))
   fresh_flat = traverse_util.flatten_dict(fresh["params"])
   missing = sorted("/".join(k) for k in teacher_flat.keys() - fresh_flat.keys())
-  bad = [f"{'/'.join(k)}: {np.shape(v)} vs {fresh_flat[k].shape}" for k, v in teacher_flat.items()
-         if k in fresh_flat and tuple(np.shape(v)) != tuple(fresh_flat[k].shape)]
+  bad = [
+    f"{'/'.join(k)}: {np.shape(v)} vs {fresh_flat[k].shape}"
+    for k, v in teacher_flat.items()
+    if k in fresh_flat and tuple(np.shape(v)) != tuple(fresh_flat[k].shape)
+  ]
   if missing or bad:
     raise ValueError(f"teacher params do not fit its config: missing in the encoder {missing[:3]}, shapes {bad[:3]}")
   new = {k: v for k, v in fresh_flat.items() if k not in teacher_flat}
@@ -141,8 +146,14 @@ def _row_terms(teacher: jax.Array, student: jax.Array, kind: str, eps: float) ->
   raise ValueError(f"distillation loss kind {kind!r}; expected ce or kl")
 
 
-def per_layer_distillation_loss(teacher_NxBxHxLxS: jax.Array, student_NxBxHxLxS: jax.Array, valid_BxL: jax.Array,
-                                *, kind: str = "ce", eps: float = EPS) -> jax.Array:
+def per_layer_distillation_loss(
+  teacher_NxBxHxLxS: jax.Array,
+  student_NxBxHxLxS: jax.Array,
+  valid_BxL: jax.Array,
+  *,
+  kind: str = "ce",
+  eps: float = EPS,
+) -> jax.Array:
   """Mean over valid query rows (batch, head, query) of each layer: an N vector (any leading axes are kept).
 
   kind="ce": −Σ_j A_ij log max(Â_ij, eps), Hedgehog's cross-entropy (the gradient of the KL form);
@@ -154,8 +165,9 @@ def per_layer_distillation_loss(teacher_NxBxHxLxS: jax.Array, student_NxBxHxLxS:
   return jnp.sum(rows * w, axis=(-3, -2, -1)) / jnp.maximum(jnp.sum(w, axis=(-3, -2, -1)), 1.0)
 
 
-def distillation_loss(teacher_weights: jax.Array, student_weights: jax.Array, valid_mask: jax.Array, *,
-                      kind: str = "ce", eps: float = EPS) -> jax.Array:
+def distillation_loss(
+  teacher_weights: jax.Array, student_weights: jax.Array, valid_mask: jax.Array, *, kind: str = "ce", eps: float = EPS
+) -> jax.Array:
   """The attention-distillation loss, a scalar: the mean over layers (any leading axes), heads and valid query
   rows of the per-row cross-entropy (kind="ce") or KL divergence (kind="kl"); weights are [..., B, H, L, S]."""
   return jnp.mean(per_layer_distillation_loss(teacher_weights, student_weights, valid_mask, kind=kind, eps=eps))
@@ -178,16 +190,18 @@ def pooled(out_BxLxE: jax.Array, valid_BxL: jax.Array) -> jax.Array:
 def output_losses(teacher_hidden_NxBxLxE, student_hidden_NxBxLxE, valid_BxL) -> tuple[jax.Array, jax.Array]:
   """(per-layer MSE over valid tokens and channels: N, per-row cosine of the pooled embeddings: B)."""
   valid = valid_BxL.astype(jnp.float32)
-  sq_NxBxL = jnp.mean((student_hidden_NxBxLxE.astype(jnp.float32) - teacher_hidden_NxBxLxE.astype(jnp.float32)) ** 2,
-                      axis=-1)
+  sq_NxBxL = jnp.mean(
+    (student_hidden_NxBxLxE.astype(jnp.float32) - teacher_hidden_NxBxLxE.astype(jnp.float32)) ** 2, axis=-1
+  )
   mse_N = jnp.sum(sq_NxBxL * valid, axis=(-2, -1)) / jnp.maximum(jnp.sum(valid), 1.0)
   cos_B = jnp.sum(pooled(student_hidden_NxBxLxE[-1], valid_BxL) * pooled(teacher_hidden_NxBxLxE[-1], valid_BxL), -1)
   return mse_N, cos_B
 
 
 # ----------------------------------------------------------------------------------------------------- models
-def forward(cfg: EncoderConfig, variables: dict, tokens_BxL: jax.Array, lengths_B: jax.Array, *, capture: bool
-            ) -> tuple[jax.Array, jax.Array | None]:
+def forward(
+  cfg: EncoderConfig, variables: dict, tokens_BxL: jax.Array, lengths_B: jax.Array, *, capture: bool
+) -> tuple[jax.Array, jax.Array | None]:
   """(hidden states after every block NxBxLxE, implied attention weights NxBxHxLxS or None)."""
   segments = Segments.from_lengths(lengths_B, tokens_BxL.shape[1])
   cfg = dataclasses.replace(cfg, capture_attention=capture)
@@ -211,21 +225,34 @@ class OptSpec:
     from research.train.optimizer import learning_rate_schedule
 
     schedule = learning_rate_schedule(self.learning_rate, self.warmup_steps, self.total_steps, "cosine")
-    return optax.chain(optax.clip_by_global_norm(self.clip_norm),
-                       optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-9, weight_decay=self.weight_decay))
+    return optax.chain(
+      optax.clip_by_global_norm(self.clip_norm),
+      optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-9, weight_decay=self.weight_decay),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "student_cfg", "teacher_cfg"))
-def stage1_step(spec: OptSpec, student_cfg: EncoderConfig, teacher_cfg: EncoderConfig, mixer: dict, rest: dict,
-                collections: dict, opt_state, teacher_params: dict, tokens_BxL, lengths_B):
+def stage1_step(
+  spec: OptSpec,
+  student_cfg: EncoderConfig,
+  teacher_cfg: EncoderConfig,
+  mixer: dict,
+  rest: dict,
+  collections: dict,
+  opt_state,
+  teacher_params: dict,
+  tokens_BxL,
+  lengths_B,
+):
   """One attention-distillation step on the mixer params only: (mixer, opt_state, metrics)."""
   valid_BxL = Segments.from_lengths(lengths_B, tokens_BxL.shape[1]).valid
   _, target = forward(teacher_cfg, {"params": teacher_params}, tokens_BxL, lengths_B, capture=True)
   target = jax.lax.stop_gradient(target)
 
   def loss_fn(mixer):
-    _, weights = forward(student_cfg, {"params": merge(rest, mixer), **collections}, tokens_BxL, lengths_B,
-                         capture=True)
+    _, weights = forward(
+      student_cfg, {"params": merge(rest, mixer), **collections}, tokens_BxL, lengths_B, capture=True
+    )
     ce_N = per_layer_distillation_loss(target, weights, valid_BxL, kind="ce")
     return jnp.mean(ce_N), (ce_N, per_layer_distillation_loss(target, weights, valid_BxL, kind="kl"))
 
@@ -237,8 +264,18 @@ def stage1_step(spec: OptSpec, student_cfg: EncoderConfig, teacher_cfg: EncoderC
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "student_cfg", "teacher_cfg", "cosine_weight"))
-def stage2_step(spec: OptSpec, student_cfg: EncoderConfig, teacher_cfg: EncoderConfig, cosine_weight: float,
-                params: dict, collections: dict, opt_state, teacher_params: dict, tokens_BxL, lengths_B):
+def stage2_step(
+  spec: OptSpec,
+  student_cfg: EncoderConfig,
+  teacher_cfg: EncoderConfig,
+  cosine_weight: float,
+  params: dict,
+  collections: dict,
+  opt_state,
+  teacher_params: dict,
+  tokens_BxL,
+  lengths_B,
+):
   """One output-matching step on every student param: (params, opt_state, metrics)."""
   valid_BxL = Segments.from_lengths(lengths_B, tokens_BxL.shape[1]).valid
   target, _ = forward(teacher_cfg, {"params": teacher_params}, tokens_BxL, lengths_B, capture=False)
@@ -266,21 +303,30 @@ def _eval_sums(student_cfg, teacher_cfg, student_vars, teacher_params, tokens_Bx
   tokens = jnp.sum(valid_BxL)
   return {
     "kl_N": per_layer_distillation_loss(t_weights, s_weights, valid_BxL, kind="kl") * rows,
-    "ce_N": per_layer_distillation_loss(t_weights, s_weights, valid_BxL, kind="ce") * rows, "rows": rows,
-    "mse_N": mse_N * tokens, "tokens": tokens, "cos": jnp.sum(jnp.where(lengths_B > 0, cos_B, 0.0)),
+    "ce_N": per_layer_distillation_loss(t_weights, s_weights, valid_BxL, kind="ce") * rows,
+    "rows": rows,
+    "mse_N": mse_N * tokens,
+    "tokens": tokens,
+    "cos": jnp.sum(jnp.where(lengths_B > 0, cos_B, 0.0)),
     "seqs": jnp.sum(lengths_B > 0),
   }
 
 
-def evaluate(student_cfg: EncoderConfig, student_vars: dict, teacher_cfg: EncoderConfig, teacher_params: dict,
-             rows: Rows, batch_size: int) -> dict[str, float]:
+def evaluate(
+  student_cfg: EncoderConfig,
+  student_vars: dict,
+  teacher_cfg: EncoderConfig,
+  teacher_params: dict,
+  rows: Rows,
+  batch_size: int,
+) -> dict[str, float]:
   """Student vs teacher on `rows`: attention KL/CE per layer and mean, hidden-state MSE, sentence-embedding cosine,
   output loss (mse + 1 − cosine). Short last batches are padded with empty rows, which count nothing."""
   if not len(rows.lengths):
     raise ValueError("no held-out rows to evaluate on; raise data.held_out_percent or data.held_out_rows")
   sums = None
   for start in range(0, len(rows.lengths), batch_size):
-    tokens, lengths = rows.tokens[start:start + batch_size], rows.lengths[start:start + batch_size]
+    tokens, lengths = rows.tokens[start : start + batch_size], rows.lengths[start : start + batch_size]
     pad = batch_size - len(lengths)
     tokens = np.pad(tokens, ((0, pad), (0, 0)))
     lengths = np.pad(lengths, (0, pad))
@@ -288,42 +334,71 @@ def evaluate(student_cfg: EncoderConfig, student_vars: dict, teacher_cfg: Encode
     sums = out if sums is None else jax.tree.map(np.add, sums, out)
   kl, ce = sums["kl_N"] / sums["rows"], sums["ce_N"] / sums["rows"]
   mse, cos = float(np.sum(sums["mse_N"]) / sums["tokens"] / len(kl)), float(sums["cos"] / sums["seqs"])
-  metrics = {"attn_kl": float(np.mean(kl)), "attn_ce": float(np.mean(ce)), "mse": mse, "cosine": cos,
-             "output_loss": mse + 1.0 - cos}
+  metrics = {
+    "attn_kl": float(np.mean(kl)),
+    "attn_ce": float(np.mean(ce)),
+    "mse": mse,
+    "cosine": cos,
+    "output_loss": mse + 1.0 - cos,
+  }
   metrics.update({f"kl_layer{i}": float(v) for i, v in enumerate(kl)})
   return metrics
 
 
 # ------------------------------------------------------------------------------------------ library-level stages
-def attention_distill(student_cfg: EncoderConfig, student_vars: dict, teacher_cfg: EncoderConfig, teacher_params: dict,
-                      batches: Iterable[tuple[np.ndarray, np.ndarray]], spec: OptSpec) -> tuple[dict, list[dict]]:
+def attention_distill(
+  student_cfg: EncoderConfig,
+  student_vars: dict,
+  teacher_cfg: EncoderConfig,
+  teacher_params: dict,
+  batches: Iterable[tuple[np.ndarray, np.ndarray]],
+  spec: OptSpec,
+) -> tuple[dict, list[dict]]:
   """Stage 1 over `batches` of (tokens BxL, lengths B): (student variables, per-step metrics). Only the mixer
   params change; a student without trainable mixer params (performer) is an error."""
   if student_cfg.attention not in TRAINABLE_MAPS:
-    raise ValueError(f"{student_cfg.attention} has no trainable feature map; stage 1 applies to "
-                     f"{', '.join(TRAINABLE_MAPS)}")
+    raise ValueError(
+      f"{student_cfg.attention} has no trainable feature map; stage 1 applies to {', '.join(TRAINABLE_MAPS)}"
+    )
   student_vars, teacher_params = _place((student_vars, teacher_params))
   mixer, rest = split_mixer(student_vars["params"])
   collections = {c: v for c, v in student_vars.items() if c != "params"}
   opt_state, history = _place(spec.make().init(mixer)), []
   for tokens, lengths in batches:
-    mixer, opt_state, metrics = stage1_step(spec, student_cfg, _no_capture(teacher_cfg), mixer, rest, collections,
-                                            opt_state, teacher_params, tokens, lengths)
+    mixer, opt_state, metrics = stage1_step(
+      spec, student_cfg, _no_capture(teacher_cfg), mixer, rest, collections, opt_state, teacher_params, tokens, lengths
+    )
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   return {"params": merge(rest, mixer), **collections}, history
 
 
-def output_distill(student_cfg: EncoderConfig, student_vars: dict, teacher_cfg: EncoderConfig, teacher_params: dict,
-                   batches: Iterable[tuple[np.ndarray, np.ndarray]], spec: OptSpec, cosine_weight: float = 1.0
-                   ) -> tuple[dict, list[dict]]:
+def output_distill(
+  student_cfg: EncoderConfig,
+  student_vars: dict,
+  teacher_cfg: EncoderConfig,
+  teacher_params: dict,
+  batches: Iterable[tuple[np.ndarray, np.ndarray]],
+  spec: OptSpec,
+  cosine_weight: float = 1.0,
+) -> tuple[dict, list[dict]]:
   """Stage 2 over `batches`: (student variables, per-step metrics); every param trains."""
   student_vars, teacher_params = _place((student_vars, teacher_params))
   params = student_vars["params"]
   collections = {c: v for c, v in student_vars.items() if c != "params"}
   opt_state, history = _place(spec.make().init(params)), []
   for tokens, lengths in batches:
-    params, opt_state, metrics = stage2_step(spec, student_cfg, _no_capture(teacher_cfg), float(cosine_weight), params,
-                                             collections, opt_state, teacher_params, tokens, lengths)
+    params, opt_state, metrics = stage2_step(
+      spec,
+      student_cfg,
+      _no_capture(teacher_cfg),
+      float(cosine_weight),
+      params,
+      collections,
+      opt_state,
+      teacher_params,
+      tokens,
+      lengths,
+    )
     history.append({k: float(v) for k, v in jax.device_get(metrics).items()})
   return {"params": params, **collections}, history
 
@@ -353,7 +428,7 @@ class Rows:
   def from_lists(cls, rows: Sequence[Sequence[int]], length: int) -> Rows:
     tokens = np.zeros((len(rows), length), np.int32)
     for i, r in enumerate(rows):
-      tokens[i, :len(r)] = r
+      tokens[i, : len(r)] = r
     return cls(tokens, np.asarray([len(r) for r in rows], np.int32).reshape(-1))
 
 
@@ -403,9 +478,17 @@ def held_out(corpus: str, doc_id: str, percent: float) -> bool:
   return zlib.crc32(f"{corpus}/{doc_id}".encode()) % 100 < percent
 
 
-def corpus_batches(tokenizer: Any, corpora: Sequence[str] = ("linux-doc", "python-doc", "wordnet"),
-                   max_tokens: int = 128, *, max_documents: int = 300, max_rows: int = 2000,
-                   held_out_percent: float = 5.0, held_out_rows: int = 64, seed: int = 0) -> Batches:
+def corpus_batches(
+  tokenizer: Any,
+  corpora: Sequence[str] = ("linux-doc", "python-doc", "wordnet"),
+  max_tokens: int = 128,
+  *,
+  max_documents: int = 300,
+  max_rows: int = 2000,
+  held_out_percent: float = 5.0,
+  held_out_rows: int = 64,
+  seed: int = 0,
+) -> Batches:
   """Rows of the installed `corpora`, tokenized with the teacher's tokenizer.
 
   Per corpus, documents are visited in a seeded permutation; training rows come from the first documents outside
@@ -432,7 +515,7 @@ def corpus_batches(tokenizer: Any, corpora: Sequence[str] = ("linux-doc", "pytho
           evals.append(wrap(chunks[0]))
           n_eval += 1
       elif not is_held_out and n_docs < max_documents and n_train < max_rows:
-        chunks = chunk_document(tokenizer, doc["text"], capacity)[:max_rows - n_train]
+        chunks = chunk_document(tokenizer, doc["text"], capacity)[: max_rows - n_train]
         train += [wrap(c) for c in chunks]
         n_train, n_docs = n_train + len(chunks), n_docs + 1
       if n_eval >= held_out_rows and (n_docs >= max_documents or n_train >= max_rows):
@@ -445,10 +528,21 @@ def corpus_batches(tokenizer: Any, corpora: Sequence[str] = ("linux-doc", "pytho
 def validate(config) -> None:
   """Every option checked before a teacher is loaded or anything is compiled."""
   _check_feature_map(config.feature_map, dict(config.attention_cfg))
-  minimum = {"stage1.steps": 0, "stage2.steps": 0, "stage1.warmup_steps": 0, "stage2.warmup_steps": 0,
-             "train.batch_size": 1, "train.eval_batch_size": 1, "train.eval_every": 1, "train.log_every": 1,
-             "train.keep_last": 1, "data.max_documents": 1, "data.max_rows": 1, "data.held_out_rows": 1,
-             "data.max_tokens": 3}
+  minimum = {
+    "stage1.steps": 0,
+    "stage2.steps": 0,
+    "stage1.warmup_steps": 0,
+    "stage2.warmup_steps": 0,
+    "train.batch_size": 1,
+    "train.eval_batch_size": 1,
+    "train.eval_every": 1,
+    "train.log_every": 1,
+    "train.keep_last": 1,
+    "data.max_documents": 1,
+    "data.max_rows": 1,
+    "data.held_out_rows": 1,
+    "data.max_tokens": 3,
+  }
   checks = [(name, config[name.split(".")[0]][name.split(".")[1]], low) for name, low in minimum.items()]
   for name, value, low in checks:
     if value < low:
@@ -463,8 +557,13 @@ def validate(config) -> None:
 
 def _specs(config, stage1_steps: int) -> tuple[OptSpec, OptSpec]:
   t = config.train
-  make = lambda s, n: OptSpec(float(s.learning_rate), max(n, 1), int(s.warmup_steps), float(t.clip_norm),  # noqa: E731
-                              float(t.weight_decay))
+  make = lambda s, n: OptSpec(
+    float(s.learning_rate),
+    max(n, 1),
+    int(s.warmup_steps),
+    float(t.clip_norm),  # noqa: E731
+    float(t.weight_decay),
+  )
   return make(config.stage1, stage1_steps), make(config.stage2, config.stage2.steps)
 
 
@@ -480,8 +579,11 @@ def _tokenizer_kind(tokenizer: Any) -> str:
   from research.data.tokenizer import ByteTokenizer, SentencePieceTokenizer
   from research.pretrained import WordPieceTokenizer
 
-  for cls, kind in ((ByteTokenizer, "bytes"), (SentencePieceTokenizer, "sentencepiece"),
-                    (WordPieceTokenizer, "wordpiece")):
+  for cls, kind in (
+    (ByteTokenizer, "bytes"),
+    (SentencePieceTokenizer, "sentencepiece"),
+    (WordPieceTokenizer, "wordpiece"),
+  ):
     if isinstance(tokenizer, cls):
       return kind
   raise ValueError(f"unsupported tokenizer {type(tokenizer).__name__}; expected bytes, sentencepiece or WordPiece")
@@ -494,9 +596,17 @@ def _write_card(workdir: Path, cfg: EncoderConfig, tokenizer: Any, info: dict, m
   kind = _tokenizer_kind(tokenizer)
   if kind == "sentencepiece":
     tokenizer.save(workdir / TOKENIZER_FILE)
-  card = {"encoder": dataclasses.asdict(cfg), "task": "linearize", "tokenizer": kind, "add_cls": True,
-          "add_sep": True, "max_tokens": int(max_tokens), "teacher": info.get("name"),
-          "pooling": info.get("pooling", "mean"), "normalize": bool(info.get("normalize", True))}
+  card = {
+    "encoder": dataclasses.asdict(cfg),
+    "task": "linearize",
+    "tokenizer": kind,
+    "add_cls": True,
+    "add_sep": True,
+    "max_tokens": int(max_tokens),
+    "teacher": info.get("name"),
+    "pooling": info.get("pooling", "mean"),
+    "normalize": bool(info.get("normalize", True)),
+  }
   (workdir / CARD).write_text(json.dumps(card, indent=2, sort_keys=True, default=list))
 
 
@@ -514,8 +624,9 @@ def _load_teacher(config) -> tuple[EncoderConfig, dict, Any, dict]:
   return pretrained.load(config.teacher)
 
 
-def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tuple | None = None,
-              data: Batches | None = None) -> dict:
+def linearize(
+  config, workdir: str | Path, *, progress: bool = True, teacher: tuple | None = None, data: Batches | None = None
+) -> dict:
   """Run (or resume) both stages in `workdir`; returns the summary also written to workdir/summary.json.
 
   `teacher`: (EncoderConfig, params, tokenizer, info) instead of `pretrained.load(config.teacher)`;
@@ -546,24 +657,38 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
   collections = {c: v for c, v in init_vars.items() if c != "params"}
   if data is None:
     d = config.data
-    data = corpus_batches(tokenizer, tuple(d.corpora), d.max_tokens, max_documents=d.max_documents,
-                          max_rows=d.max_rows, held_out_percent=d.held_out_percent, held_out_rows=d.held_out_rows,
-                          seed=config.seed)
-    print(f"data: {len(data.train.lengths):,} training rows, {len(data.held_out.lengths)} held-out rows "
-          f"({json.dumps(data.info)})", flush=True)
+    data = corpus_batches(
+      tokenizer,
+      tuple(d.corpora),
+      d.max_tokens,
+      max_documents=d.max_documents,
+      max_rows=d.max_rows,
+      held_out_percent=d.held_out_percent,
+      held_out_rows=d.held_out_rows,
+      seed=config.seed,
+    )
+    print(
+      f"data: {len(data.train.lengths):,} training rows, {len(data.held_out.lengths)} held-out rows "
+      f"({json.dumps(data.info)})",
+      flush=True,
+    )
   write_provenance(workdir, config)
   _write_card(workdir, student_cfg, tokenizer, info, data.train.tokens.shape[1])
 
   s1 = config.stage1.steps if config.feature_map in TRAINABLE_MAPS else 0
   if config.stage1.steps and not s1:
-    print(f"stage 1 skipped: {config.feature_map} has no trainable feature map (its random features are fixed); "
-          f"going straight to output matching", flush=True)
+    print(
+      f"stage 1 skipped: {config.feature_map} has no trainable feature map (its random features are fixed); "
+      f"going straight to output matching",
+      flush=True,
+    )
   s2, total = config.stage2.steps, s1 + config.stage2.steps
   spec1, spec2 = _specs(config, s1)
   t = config.train
 
-  manager = ocp.CheckpointManager((workdir / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(
-    max_to_keep=t.keep_last, create=True))
+  manager = ocp.CheckpointManager(
+    (workdir / "checkpoints").absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=t.keep_last, create=True)
+  )
 
   def fresh_state(stage: int, params: dict) -> dict:
     trainable = split_mixer(params)[0] if stage == 1 else params
@@ -581,11 +706,14 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
     meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     saved = {k: meta.get(k) for k in run_id}
     if saved != run_id:
-      raise ValueError(f"{workdir} holds a run with {saved}, this config has {run_id}; resume with the same "
-                       "feature_map, attention_cfg and stage1.steps, or use a new --workdir")
+      raise ValueError(
+        f"{workdir} holds a run with {saved}, this config has {run_id}; resume with the same "
+        "feature_map, attention_cfg and stage1.steps, or use a new --workdir"
+      )
     stage, step = int(meta["stage"]), int(meta["step"])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                            fresh_state(stage, init_vars["params"]))
+    abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), fresh_state(stage, init_vars["params"])
+    )
     state = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
     print(f"resumed from {workdir / 'checkpoints'} at step {step} (stage {stage})", flush=True)
     truncate_metrics(workdir, step)
@@ -593,15 +721,17 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
   teacher_args = (teacher_cfg, teacher_params)
 
   def run_eval(step: int, stage: int, params: dict) -> dict:
-    metrics = evaluate(student_cfg, {"params": params, **collections}, *teacher_args, data.held_out,
-                       t.eval_batch_size)
+    metrics = evaluate(student_cfg, {"params": params, **collections}, *teacher_args, data.held_out, t.eval_batch_size)
     writer.write(step, "held_out", {"stage": stage, **metrics})
     return metrics
 
   if latest is None:
     first = run_eval(0, 0, state["params"]["encoder"])
-    print(f"step 0 (linearized, untrained): held-out attention KL {first['attn_kl']:.4f}, cosine "
-          f"{first['cosine']:.4f}, mse {first['mse']:.4f}", flush=True)
+    print(
+      f"step 0 (linearized, untrained): held-out attention KL {first['attn_kl']:.4f}, cosine "
+      f"{first['cosine']:.4f}, mse {first['mse']:.4f}",
+      flush=True,
+    )
 
   seconds = {1: [], 2: []}
   stopped = False
@@ -614,24 +744,44 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
       state, stage = fresh_state(2, state["params"]["encoder"]), 2
     params, opt_state = state["params"]["encoder"], state["opt_state"]
     mixer, rest = split_mixer(params) if this == 1 else (None, None)
-    bar = tqdm(total=steps, initial=step - offset, desc=f"stage {this} ({config.feature_map})", unit="step",
-               disable=not progress, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+      total=steps,
+      initial=step - offset,
+      desc=f"stage {this} ({config.feature_map})",
+      unit="step",
+      disable=not progress,
+      dynamic_ncols=True,
+      mininterval=1.0,
+    )
     while step < offset + steps:
       tokens, lengths = data.batch(step, t.batch_size, config.seed)
       tic = time.perf_counter()
       if this == 1:
-        mixer, opt_state, metrics = stage1_step(spec1, student_cfg, teacher_cfg, mixer, rest, collections, opt_state,
-                                                teacher_params, tokens, lengths)
+        mixer, opt_state, metrics = stage1_step(
+          spec1, student_cfg, teacher_cfg, mixer, rest, collections, opt_state, teacher_params, tokens, lengths
+        )
       else:
-        params, opt_state, metrics = stage2_step(spec2, student_cfg, teacher_cfg, float(config.stage2.cosine_weight),
-                                                 params, collections, opt_state, teacher_params, tokens, lengths)
+        params, opt_state, metrics = stage2_step(
+          spec2,
+          student_cfg,
+          teacher_cfg,
+          float(config.stage2.cosine_weight),
+          params,
+          collections,
+          opt_state,
+          teacher_params,
+          tokens,
+          lengths,
+        )
       metrics = jax.device_get(metrics)
       seconds[this].append(time.perf_counter() - tic)
       step += 1
       bar.update(1)
       if not np.isfinite(metrics["loss"]):
-        raise ValueError(f"stage {this} loss is {metrics['loss']} at step {step}; lower stage{this}.learning_rate "
-                         f"(last checkpoint: {manager.latest_step()} in {workdir / 'checkpoints'})")
+        raise ValueError(
+          f"stage {this} loss is {metrics['loss']} at step {step}; lower stage{this}.learning_rate "
+          f"(last checkpoint: {manager.latest_step()} in {workdir / 'checkpoints'})"
+        )
       if step % t.log_every == 0 or step == offset + steps:
         writer.write(step, "train", {"stage": this, **metrics})
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
@@ -657,16 +807,26 @@ def linearize(config, workdir: str | Path, *, progress: bool = True, teacher: tu
   held = [r for r in read_metrics(workdir) if r["split"] == "held_out"]
   by_step = {r["step"]: {k: v for k, v in r.items() if k not in ("step", "split")} for r in held}
   summary = {
-    "teacher": config.teacher if teacher is None else info.get("name"), "feature_map": config.feature_map,
-    "attention_cfg": options, "stage1_steps": s1, "stage2_steps": s2, "stage1_skipped": bool(config.stage1.steps and
-                                                                                              not s1),
-    "step": step, "finished": not stopped, "best_step": step, "resumed_from": latest,
-    "held_out_initial": by_step.get(0), "held_out_after_stage1": by_step.get(s1) if s1 else None,
+    "teacher": config.teacher if teacher is None else info.get("name"),
+    "feature_map": config.feature_map,
+    "attention_cfg": options,
+    "stage1_steps": s1,
+    "stage2_steps": s2,
+    "stage1_skipped": bool(config.stage1.steps and not s1),
+    "step": step,
+    "finished": not stopped,
+    "best_step": step,
+    "resumed_from": latest,
+    "held_out_initial": by_step.get(0),
+    "held_out_after_stage1": by_step.get(s1) if s1 else None,
     "held_out_final": by_step.get(step) if not stopped else None,
     "s_per_step": {f"stage{k}": _median_after_first(v) for k, v in seconds.items()},
-    "train_rows": len(data.train.lengths), "held_out_rows": len(data.held_out.lengths),
-    "max_tokens": int(data.train.tokens.shape[1]), "batch_size": t.batch_size,
-    "device": jax.devices()[0].device_kind, "wall_s": time.perf_counter() - wall_start,
+    "train_rows": len(data.train.lengths),
+    "held_out_rows": len(data.held_out.lengths),
+    "max_tokens": int(data.train.tokens.shape[1]),
+    "batch_size": t.batch_size,
+    "device": jax.devices()[0].device_kind,
+    "wall_s": time.perf_counter() - wall_start,
   }
   (workdir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
   return summary

@@ -67,35 +67,58 @@ class Target:
   topology: tuple = ()  # TPU: keyword arguments of jax.experimental.topologies.get_topology_desc
 
 
-def _tpu(name: str, topology: str, devices: int, hbm_gib: float, chip: str, megacore: bool = False,
-         wrap: tuple = (False, False, False)) -> Target:
-  kwargs = (("topology_name", topology), ("chip_config_name", "megacore" if megacore else "default"),
-            ("chips_per_host_bounds", (2, 2, 1)), ("num_slices", 1), ("wrap", wrap))
+def _tpu(
+  name: str,
+  topology: str,
+  devices: int,
+  hbm_gib: float,
+  chip: str,
+  megacore: bool = False,
+  wrap: tuple = (False, False, False),
+) -> Target:
+  kwargs = (
+    ("topology_name", topology),
+    ("chip_config_name", "megacore" if megacore else "default"),
+    ("chips_per_host_bounds", (2, 2, 1)),
+    ("num_slices", 1),
+    ("wrap", wrap),
+  )
   return Target(name, "tpu", devices, int(hbm_gib * GiB), chip, kwargs)
 
 
-TARGETS = {t.name: t for t in (
-  Target("cpu", "cpu", 0, 0, "this host's CPU devices (budget: host RAM / device count)"),
-  Target("h100", "gpu", 1, 80 * GiB, "NVIDIA H100 80GB"),
-  Target("h100x8", "gpu", 8, 80 * GiB, "8x NVIDIA H100 80GB (one HGX node)"),
-  Target("a100x8", "gpu", 8, 80 * GiB, "8x NVIDIA A100 80GB"),
-  _tpu("v4-8", "v4:2x2x1", 4, 32, "TPU v4, 4 chips (megacore)", megacore=True),
-  _tpu("v5p-8", "v5:2x2x1", 4, 95, "TPU v5p, 4 chips (megacore)", megacore=True),
-  _tpu("v5e-16", "v5e:4x4", 16, 15.75, "TPU v5e 4x4"),
-  _tpu("v5e-256", "v5e:16x16", 256, 15.75, "TPU v5e 16x16 pod", wrap=(True, True, False)),
-  _tpu("v6e-256", "v6e:16x16", 256, 31.25, "TPU v6e 16x16 pod", wrap=(True, True, False)),
-)}
-BUDGET_NOTE = ("HBM: usable bytes per device. TPU: what the XLA TPU compiler reports as available (v5e 15.75 of 16 "
-               "GiB). GPU: the nominal 80 GiB; JAX preallocates 75% of it (60 GiB) unless "
-               "XLA_PYTHON_CLIENT_MEM_FRACTION is raised, and the CUDA context takes ~0.5 GiB.")
-ESTIMATE_NOTE = ("estimate (CPU compile): XLA:CPU's buffer assignment, not the target compiler's. Softmax compiles to "
-                 "the XLA path, which materialises the BxHxLxL scores as it does on GPU without cuDNN; cuDNN's fused "
-                 "attention (bf16, no dense mask) does not, so softmax GPU rows are upper bounds.")
-OOM_NOTE = ("(compiler, OOM): the XLA TPU compiler refused the program (RESOURCE_EXHAUSTED); the figure is the "
-            "requirement for HLO temporaries that its message states (the full message is in the JSON `error`).")
-ONE_SHARD_NOTE = ("estimate (CPU compile of one shard): the process had too few CPU devices, so the per-device batch "
-                  "was compiled on one device with unsharded parameters and no tensor split; its temporaries hold "
-                  "full-size gradients, an over-estimate when fsdp or tensor > 1.")
+TARGETS = {
+  t.name: t
+  for t in (
+    Target("cpu", "cpu", 0, 0, "this host's CPU devices (budget: host RAM / device count)"),
+    Target("h100", "gpu", 1, 80 * GiB, "NVIDIA H100 80GB"),
+    Target("h100x8", "gpu", 8, 80 * GiB, "8x NVIDIA H100 80GB (one HGX node)"),
+    Target("a100x8", "gpu", 8, 80 * GiB, "8x NVIDIA A100 80GB"),
+    _tpu("v4-8", "v4:2x2x1", 4, 32, "TPU v4, 4 chips (megacore)", megacore=True),
+    _tpu("v5p-8", "v5:2x2x1", 4, 95, "TPU v5p, 4 chips (megacore)", megacore=True),
+    _tpu("v5e-16", "v5e:4x4", 16, 15.75, "TPU v5e 4x4"),
+    _tpu("v5e-256", "v5e:16x16", 256, 15.75, "TPU v5e 16x16 pod", wrap=(True, True, False)),
+    _tpu("v6e-256", "v6e:16x16", 256, 31.25, "TPU v6e 16x16 pod", wrap=(True, True, False)),
+  )
+}
+BUDGET_NOTE = (
+  "HBM: usable bytes per device. TPU: what the XLA TPU compiler reports as available (v5e 15.75 of 16 "
+  "GiB). GPU: the nominal 80 GiB; JAX preallocates 75% of it (60 GiB) unless "
+  "XLA_PYTHON_CLIENT_MEM_FRACTION is raised, and the CUDA context takes ~0.5 GiB."
+)
+ESTIMATE_NOTE = (
+  "estimate (CPU compile): XLA:CPU's buffer assignment, not the target compiler's. Softmax compiles to "
+  "the XLA path, which materialises the BxHxLxL scores as it does on GPU without cuDNN; cuDNN's fused "
+  "attention (bf16, no dense mask) does not, so softmax GPU rows are upper bounds."
+)
+OOM_NOTE = (
+  "(compiler, OOM): the XLA TPU compiler refused the program (RESOURCE_EXHAUSTED); the figure is the "
+  "requirement for HLO temporaries that its message states (the full message is in the JSON `error`)."
+)
+ONE_SHARD_NOTE = (
+  "estimate (CPU compile of one shard): the process had too few CPU devices, so the per-device batch "
+  "was compiled on one device with unsharded parameters and no tensor split; its temporaries hold "
+  "full-size gradients, an over-estimate when fsdp or tensor > 1."
+)
 
 
 def get_target(name: str) -> Target:
@@ -130,13 +153,16 @@ def parse_mesh(text: str, num_devices: int, target: str = "") -> dict[str, int]:
   known = math.prod(s for s in sizes.values() if s != -1)
   if -1 in sizes.values():
     if num_devices % known:
-      raise ValueError(f"--mesh {text!r}: the other axes use {known} devices, which does not divide the "
-                       f"{num_devices} devices{where}")
+      raise ValueError(
+        f"--mesh {text!r}: the other axes use {known} devices, which does not divide the {num_devices} devices{where}"
+      )
     sizes = {a: num_devices // known if s == -1 else s for a, s in sizes.items()}
   shape = {a: sizes.get(a, 1) for a in MESH_AXES}
   if math.prod(shape.values()) != num_devices:
-    raise ValueError(f"--mesh {text!r} uses {math.prod(shape.values())} devices but {num_devices} are expected"
-                     f"{where}; sizes must multiply to {num_devices} (use -1 for the rest)")
+    raise ValueError(
+      f"--mesh {text!r} uses {math.prod(shape.values())} devices but {num_devices} are expected"
+      f"{where}; sizes must multiply to {num_devices} (use -1 for the rest)"
+    )
   return shape
 
 
@@ -171,8 +197,10 @@ def task_shape(config) -> TaskShape:
     return TaskShape("pair", ByteTokenizer.vocab_size, 2)
   if task == "pathfinder":
     return TaskShape("classify", pathfinder.VOCAB_SIZE, 2)
-  raise ValueError(f"research plan cannot size task {task!r} without building its data; supported: mlm (corpora), "
-                   "mqar, listops, text_cls, retrieval, pathfinder")
+  raise ValueError(
+    f"research plan cannot size task {task!r} without building its data; supported: mlm (corpora), "
+    "mqar, listops, text_cls, retrieval, pathfinder"
+  )
 
 
 def batch_spec(kind: str, batch: int, seq_len: int) -> dict[str, jax.ShapeDtypeStruct]:
@@ -192,6 +220,7 @@ def batch_spec(kind: str, batch: int, seq_len: int) -> dict[str, jax.ShapeDtypeS
 
 def abstract_state(model: nn.Module, tx, kind: str, seq_len: int):
   """The boxed (logically partitioned) abstract TrainState that research/train/state.py `create_train_state` builds."""
+
   def init(rng, batch):
     init_rng, state_rng = jax.random.split(rng)
     variables = dict(model.init(init_rng, *model_inputs(kind, batch)))
@@ -205,14 +234,17 @@ def abstract_state(model: nn.Module, tx, kind: str, seq_len: int):
 def shard_bytes(abstract, shardings) -> int:
   """Exact bytes of one device's shard of every leaf (each dimension divided by its mesh axes' sizes)."""
   total = 0
-  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree.leaves(shardings),
-                              strict=True):
+  for (path, leaf), sh in zip(
+    jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree.leaves(shardings), strict=True
+  ):
     shape = list(leaf.shape)
     for i, axes in enumerate(sh.spec):
       n = math.prod(sh.mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
       if shape[i] % n:
-        raise ValueError(f"{jax.tree_util.keystr(path)} has dimension {i} of size {shape[i]}, not divisible by the "
-                         f"{n} devices of mesh axes {axes}; choose another --mesh")
+        raise ValueError(
+          f"{jax.tree_util.keystr(path)} has dimension {i} of size {shape[i]}, not divisible by the "
+          f"{n} devices of mesh axes {axes}; choose another --mesh"
+        )
       shape[i] //= n
     total += math.prod(shape) * jnp.dtype(leaf.dtype).itemsize
   return total
@@ -287,8 +319,14 @@ class _Setup:
   notes: list[str]
 
 
-def _setup(config, shape: dict[str, int], seq_len: int, variant: str | None, platform: str = "cpu",
-           per_device_batch: int | None = None) -> _Setup:
+def _setup(
+  config,
+  shape: dict[str, int],
+  seq_len: int,
+  variant: str | None,
+  platform: str = "cpu",
+  per_device_batch: int | None = None,
+) -> _Setup:
   config = config.copy_and_resolve_references()
   notes = _set_attention(config, variant or config.model.attention, platform)
   validate(config)
@@ -298,8 +336,10 @@ def _setup(config, shape: dict[str, int], seq_len: int, variant: str | None, pla
       raise ValueError(f"--per-device-batch {per_device_batch}; expected >= 1")
     t.batch_size = per_device_batch * shards
   if t.batch_size % shards or (t.batch_size // shards) % t.grad_accum:
-    raise ValueError(f"train.batch_size={t.batch_size} must split over the data*fsdp={shards} devices and then into "
-                     f"train.grad_accum={t.grad_accum} micro-batches; set --per-device-batch or train.batch_size")
+    raise ValueError(
+      f"train.batch_size={t.batch_size} must split over the data*fsdp={shards} devices and then into "
+      f"train.grad_accum={t.grad_accum} micro-batches; set --per-device-batch or train.batch_size"
+    )
   ts = task_shape(config)
   model = build_model(ts.kind, encoder_config(config, seq_len, ts.vocab_size), ts.num_classes, config.model.pool)
   tx = make_optimizer(t)
@@ -308,22 +348,34 @@ def _setup(config, shape: dict[str, int], seq_len: int, variant: str | None, pla
   mesh = AbstractMesh(tuple(shape.values()), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
   sh = nn.meta.unbox(nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, LOGICAL_RULES))
   batch = t.batch_size // shards
-  sizes = {"params": shard_bytes(state.params, sh.params), "optimizer": shard_bytes(state.opt_state, sh.opt_state),
-           "other_state": shard_bytes((state.step, state.rng, state.extra), (sh.step, sh.rng, sh.extra)),
-           "batch": sum(math.prod(s.shape) * jnp.dtype(s.dtype).itemsize
-                        for s in batch_spec(ts.kind, batch, seq_len).values())}
+  sizes = {
+    "params": shard_bytes(state.params, sh.params),
+    "optimizer": shard_bytes(state.opt_state, sh.opt_state),
+    "other_state": shard_bytes((state.step, state.rng, state.extra), (sh.step, sh.rng, sh.extra)),
+    "batch": sum(
+      math.prod(s.shape) * jnp.dtype(s.dtype).itemsize for s in batch_spec(ts.kind, batch, seq_len).values()
+    ),
+  }
   notes += [ts.note] if ts.note else []
   return _Setup(config, ts.kind, model, tx, boxed, batch, sizes, notes)
 
 
-def state_bytes(config, shape: dict[str, int], seq_len: int, variant: str | None = None,
-                per_device_batch: int | None = None) -> dict[str, int]:
+def state_bytes(
+  config, shape: dict[str, int], seq_len: int, variant: str | None = None, per_device_batch: int | None = None
+) -> dict[str, int]:
   """EXACT per-device bytes of params, optimizer state, other state (step, rng, extra) and the batch; no compile."""
   return _setup(config, shape, seq_len, variant, per_device_batch=per_device_batch).sizes
 
 
-def plan_row(config, target: Target, shape: dict[str, int], seq_len: int, variant: str | None = None,
-             per_device_batch: int | None = None, hbm_bytes: int | None = None) -> dict[str, Any]:
+def plan_row(
+  config,
+  target: Target,
+  shape: dict[str, int],
+  seq_len: int,
+  variant: str | None = None,
+  per_device_batch: int | None = None,
+  hbm_bytes: int | None = None,
+) -> dict[str, Any]:
   """Plan one (target, mesh, length, variant): exact state bytes, the compiled step's memory, fits or not."""
   s = _setup(config, shape, seq_len, variant, target.platform, per_device_batch)
   t, n = s.config.train, target.devices or len(jax.devices("cpu"))
@@ -334,8 +386,9 @@ def plan_row(config, target: Target, shape: dict[str, int], seq_len: int, varian
   mesh = _mesh(devices, compile_shape, target.platform)
   state_sh = nn.meta.unbox(nn.logical_to_mesh_sharding(nn.get_partition_spec(s.boxed), mesh, LOGICAL_RULES))
   step_fn = functools.partial(train_step, model=s.model, tx=s.tx, grad_accum=t.grad_accum, kind=s.kind)
-  p_train = jax.jit(step_fn, in_shardings=(state_sh, batch_sharding(mesh)), out_shardings=(state_sh, None),
-                    donate_argnums=0)
+  p_train = jax.jit(
+    step_fn, in_shardings=(state_sh, batch_sharding(mesh)), out_shardings=(state_sh, None), donate_argnums=0
+  )
   state = nn.meta.unbox(s.boxed)  # outside the rules context, where unboxing would add sharding constraints
   tic = time.perf_counter()
   compiled, error = None, None
@@ -346,16 +399,32 @@ def plan_row(config, target: Target, shape: dict[str, int], seq_len: int, varian
       if "RESOURCE_EXHAUSTED" not in str(e):
         raise
       error = str(e).splitlines()[0][:300]
-  row = {"target": target.name, "chip": target.chip, "platform": target.platform, "devices": n, "mesh": shape,
-         "compiled_mesh": compile_shape, "seq_len": seq_len, "attention": s.config.model.attention,
-         "global_batch": t.batch_size, "per_device_batch": s.per_device_batch, "grad_accum": t.grad_accum,
-         "params_count": count_params(state.params), "hbm_bytes": hbm_bytes or _budget(target, n),
-         "method": how, "compile_s": time.perf_counter() - tic, "notes": s.notes + ([why] if why else []),
-         "exact_bytes": s.sizes, "error": error, "compiled_bytes": None}
+  row = {
+    "target": target.name,
+    "chip": target.chip,
+    "platform": target.platform,
+    "devices": n,
+    "mesh": shape,
+    "compiled_mesh": compile_shape,
+    "seq_len": seq_len,
+    "attention": s.config.model.attention,
+    "global_batch": t.batch_size,
+    "per_device_batch": s.per_device_batch,
+    "grad_accum": t.grad_accum,
+    "params_count": count_params(state.params),
+    "hbm_bytes": hbm_bytes or _budget(target, n),
+    "method": how,
+    "compile_s": time.perf_counter() - tic,
+    "notes": s.notes + ([why] if why else []),
+    "exact_bytes": s.sizes,
+    "error": error,
+    "compiled_bytes": None,
+  }
   if compiled is not None:
     m = compiled.memory_analysis()
-    row["compiled_bytes"] = {k: int(getattr(m, f"{k}_size_in_bytes"))
-                             for k in ("argument", "output", "alias", "temp", "generated_code")}
+    row["compiled_bytes"] = {
+      k: int(getattr(m, f"{k}_size_in_bytes")) for k in ("argument", "output", "alias", "temp", "generated_code")
+    }
   return with_budget(row, row["hbm_bytes"])
 
 
@@ -385,9 +454,17 @@ def load(config_spec: str, sets: list[str] | tuple[str, ...] = ()):
   return load_config(f"{config_spec}{',' if ':' in config_spec else ':'}{extra}" if extra else config_spec)
 
 
-def run(config_spec: str, targets: list[str], meshes: list[str] | None, seq_lens: list[int],
-        variants: list[str] | None = None, sets: list[str] | tuple[str, ...] = (), per_device_batch: int | None = None,
-        hbm_gib: float | None = None, log=None) -> dict[str, Any]:
+def run(
+  config_spec: str,
+  targets: list[str],
+  meshes: list[str] | None,
+  seq_lens: list[int],
+  variants: list[str] | None = None,
+  sets: list[str] | tuple[str, ...] = (),
+  per_device_batch: int | None = None,
+  hbm_gib: float | None = None,
+  log=None,
+) -> dict[str, Any]:
   """One row per (target, mesh) x seq_len x variant; `meshes` pairs with `targets` (or one mesh for all)."""
   config = load(config_spec, sets)
   targets = [get_target(t) for t in targets]
@@ -403,17 +480,35 @@ def run(config_spec: str, targets: list[str], meshes: list[str] | None, seq_lens
     shape = parse_mesh(meshes[min(i, len(meshes) - 1)] if meshes else default_mesh, n, target.name)
     for seq_len in seq_lens:
       for variant in variants or [config.model.attention]:
-        row = plan_row(config, target, shape, seq_len, variant, per_device_batch,
-                       int(hbm_gib * GiB) if hbm_gib else None)
+        row = plan_row(
+          config, target, shape, seq_len, variant, per_device_batch, int(hbm_gib * GiB) if hbm_gib else None
+        )
         rows.append(row)
         if log:
-          log(f"{target.name} {mesh_text(shape)} L={seq_len} {variant}: total {_size(row['total_bytes'])} "
-              f"({'fits' if row['fits'] else 'does not fit'}), compile {row['compile_s']:.1f}s, {row['method']}")
+          log(
+            f"{target.name} {mesh_text(shape)} L={seq_len} {variant}: total {_size(row['total_bytes'])} "
+            f"({'fits' if row['fits'] else 'does not fit'}), compile {row['compile_s']:.1f}s, {row['method']}"
+          )
   m = config.model
-  return {"schema_version": SCHEMA_VERSION, "kind": "plan", "config": config_spec, "sets": list(sets), "rows": rows,
-          "model": {"d_model": m.d_model, "num_heads": m.num_heads, "num_layers": m.num_layers, "mlp_dim": m.mlp_dim,
-                    "dtype": m.dtype, "remat_policy": m.remat_policy, "task": config.task},
-          "jax_version": jax.__version__, "libtpu_version": _libtpu_version(), "host_cpus": os.cpu_count()}
+  return {
+    "schema_version": SCHEMA_VERSION,
+    "kind": "plan",
+    "config": config_spec,
+    "sets": list(sets),
+    "rows": rows,
+    "model": {
+      "d_model": m.d_model,
+      "num_heads": m.num_heads,
+      "num_layers": m.num_layers,
+      "mlp_dim": m.mlp_dim,
+      "dtype": m.dtype,
+      "remat_policy": m.remat_policy,
+      "task": config.task,
+    },
+    "jax_version": jax.__version__,
+    "libtpu_version": _libtpu_version(),
+    "host_cpus": os.cpu_count(),
+  }
 
 
 def _libtpu_version() -> str | None:
@@ -434,32 +529,41 @@ def _size(b: int | None) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
   m = result["model"]
-  lines = [f"## Memory plan: `{result['config']}`" + (f" with {', '.join(result['sets'])}" if result["sets"] else ""),
-           "", f"Task {m['task']}; {m['num_layers']} layers, d_model {m['d_model']}, {m['num_heads']} heads, MLP "
-           f"{m['mlp_dim']}, {m['dtype']} compute, fp32 parameters and AdamW moments, remat {m['remat_policy']}. "
-           f"Per-device bytes of one train step; jax {result['jax_version']}"
-           + (f", libtpu {result['libtpu_version']}" if result["libtpu_version"] else "")
-           + f"; compiled on a {result['host_cpus']}-core CPU host.", "",
-           *([f"`{result['command']}`", ""] if result.get("command") else []),
-           "| target | mesh | batch (global / device) | tokens | attention | params | optimizer | batch + other "
-           "state | activations + temp | total | HBM | use | fits | method | compile (s) |",
-           "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|"]
+  lines = [
+    f"## Memory plan: `{result['config']}`" + (f" with {', '.join(result['sets'])}" if result["sets"] else ""),
+    "",
+    f"Task {m['task']}; {m['num_layers']} layers, d_model {m['d_model']}, {m['num_heads']} heads, MLP "
+    f"{m['mlp_dim']}, {m['dtype']} compute, fp32 parameters and AdamW moments, remat {m['remat_policy']}. "
+    f"Per-device bytes of one train step; jax {result['jax_version']}"
+    + (f", libtpu {result['libtpu_version']}" if result["libtpu_version"] else "")
+    + f"; compiled on a {result['host_cpus']}-core CPU host.",
+    "",
+    *([f"`{result['command']}`", ""] if result.get("command") else []),
+    "| target | mesh | batch (global / device) | tokens | attention | params | optimizer | batch + other "
+    "state | activations + temp | total | HBM | use | fits | method | compile (s) |",
+    "|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+  ]
   for r in result["rows"]:
     e = r["exact_bytes"]
     temp = _size(r["temp_bytes"]) + (" (compiler, OOM)" if r["error"] and r["temp_bytes"] else "")
     use = "—" if r["total_bytes"] is None else f"{100 * r['total_bytes'] / r['hbm_bytes']:,.0f}%"
-    lines.append(f"| {r['target']} | {mesh_text(r['mesh'])} | {r['global_batch']} / {r['per_device_batch']} | "
-                 f"{r['seq_len']:,} | {r['attention']} | {_size(e['params'])} | {_size(e['optimizer'])} | "
-                 f"{_size(e['batch'] + e['other_state'])} | {temp} | {_size(r['total_bytes'])} | "
-                 f"{_size(r['hbm_bytes'])} | {use} | {'yes' if r['fits'] else '**no**'} | {r['method']} | "
-                 f"{r['compile_s']:.1f} |")
+    lines.append(
+      f"| {r['target']} | {mesh_text(r['mesh'])} | {r['global_batch']} / {r['per_device_batch']} | "
+      f"{r['seq_len']:,} | {r['attention']} | {_size(e['params'])} | {_size(e['optimizer'])} | "
+      f"{_size(e['batch'] + e['other_state'])} | {temp} | {_size(r['total_bytes'])} | "
+      f"{_size(r['hbm_bytes'])} | {use} | {'yes' if r['fits'] else '**no**'} | {r['method']} | "
+      f"{r['compile_s']:.1f} |"
+    )
   notes = sorted({n for r in result["rows"] for n in r["notes"]})
-  lines += ["", "- params, optimizer, batch + other state: exact shard bytes of the abstract train state under "
-            "research/train/sharding.py LOGICAL_RULES (no compile).",
-            "- activations + temp: compiled `memory_analysis()` temporaries of the train step (saved activations, "
-            "gradients, optimizer intermediates, workspace); total = arguments + temporaries + outputs not aliased "
-            "to the donated state.",
-            f"- {BUDGET_NOTE}"] + [f"- {n}" for n in notes]
+  lines += [
+    "",
+    "- params, optimizer, batch + other state: exact shard bytes of the abstract train state under "
+    "research/train/sharding.py LOGICAL_RULES (no compile).",
+    "- activations + temp: compiled `memory_analysis()` temporaries of the train step (saved activations, "
+    "gradients, optimizer intermediates, workspace); total = arguments + temporaries + outputs not aliased "
+    "to the donated state.",
+    f"- {BUDGET_NOTE}",
+  ] + [f"- {n}" for n in notes]
   if any(r["method"].startswith("estimate") for r in result["rows"]):
     lines.append(f"- {ESTIMATE_NOTE}")
   if any(r["method"].endswith("of one shard)") for r in result["rows"]):
@@ -488,8 +592,10 @@ def prepare_devices(target_names: list[str], cap: int = 256) -> None:
   from jax._src import xla_bridge
 
   tpu_aot = importlib.util.find_spec("libtpu") is not None
-  need = max([t.devices for t in map(get_target, target_names)
-              if t.platform == "gpu" or (t.platform == "tpu" and not tpu_aot)] or [0])
+  need = max(
+    [t.devices for t in map(get_target, target_names) if t.platform == "gpu" or (t.platform == "tpu" and not tpu_aot)]
+    or [0]
+  )
   if xla_bridge.backends_are_initialized():
     return
   if not os.environ.get("JAX_PLATFORMS"):  # plans never run a step: no accelerator backend (TPU AOT needs none)
@@ -504,8 +610,12 @@ def command(args) -> str:
   for flag, values in (("--set", args.set), ("--target", args.target), ("--mesh", args.mesh)):
     parts += [x for v in values or () for x in (flag, v)]
   parts += ["--seq-len", args.seq_len]
-  for flag, value in (("--variants", args.variants), ("--per-device-batch", args.per_device_batch),
-                      ("--hbm-gib", args.hbm_gib), ("--name", args.name)):
+  for flag, value in (
+    ("--variants", args.variants),
+    ("--per-device-batch", args.per_device_batch),
+    ("--hbm-gib", args.hbm_gib),
+    ("--name", args.name),
+  ):
     parts += [flag, str(value)] if value is not None else []
   return shlex.join(parts)
 
@@ -513,9 +623,17 @@ def command(args) -> str:
 def main(args) -> dict[str, Any]:
   targets = args.target or ["cpu"]
   prepare_devices(targets)
-  result = run(args.config, targets, args.mesh, _int_list(args.seq_len, "--seq-len"),
-               [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None,
-               args.set or (), args.per_device_batch, args.hbm_gib, log=lambda msg: print(msg, flush=True))
+  result = run(
+    args.config,
+    targets,
+    args.mesh,
+    _int_list(args.seq_len, "--seq-len"),
+    [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants else None,
+    args.set or (),
+    args.per_device_batch,
+    args.hbm_gib,
+    log=lambda msg: print(msg, flush=True),
+  )
   result["command"] = command(args)
   print(markdown(result))
   name = args.name or f"plan_{Path(args.config.partition(':')[0]).stem}"
@@ -524,17 +642,27 @@ def main(args) -> dict[str, Any]:
 
 
 def add_parser(subparsers) -> None:
-  p = subparsers.add_parser("plan", help="per-device parameter, optimizer and activation memory of the train step "
-                            "on a target (TPU: AOT compile; GPU: CPU-compile estimate), and whether it fits")
+  p = subparsers.add_parser(
+    "plan",
+    help="per-device parameter, optimizer and activation memory of the train step "
+    "on a target (TPU: AOT compile; GPU: CPU-compile estimate), and whether it fits",
+  )
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   p.add_argument("--set", action="append", metavar="KEY=VALUE[,KEY=VALUE]", help="overrides on top of --config")
   p.add_argument("--target", action="append", help=f"repeatable; one of {', '.join(TARGETS)} (default cpu)")
-  p.add_argument("--mesh", action="append", help="e.g. data=2,fsdp=4,tensor=1 (-1: the rest); one for every "
-                 "target or one per --target in order (default: the config's mesh.shape)")
+  p.add_argument(
+    "--mesh",
+    action="append",
+    help="e.g. data=2,fsdp=4,tensor=1 (-1: the rest); one for every "
+    "target or one per --target in order (default: the config's mesh.shape)",
+  )
   p.add_argument("--seq-len", required=True, help="tokens per sequence, comma-separated, e.g. 4096,16384,65536")
   p.add_argument("--variants", help="attention variants, comma-separated (default: the config's)")
-  p.add_argument("--per-device-batch", type=int, help="sequences per data*fsdp shard (default: the config's "
-                 "train.batch_size split over the mesh)")
+  p.add_argument(
+    "--per-device-batch",
+    type=int,
+    help="sequences per data*fsdp shard (default: the config's train.batch_size split over the mesh)",
+  )
   p.add_argument("--hbm-gib", type=float, help="override the per-device memory budget of every target")
   p.add_argument("--out", default="results/plan")
   p.add_argument("--name", help="output file stem (default: plan_<config>)")

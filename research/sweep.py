@@ -98,8 +98,9 @@ class Run:
   def fixed(self) -> tuple[tuple[str, Any], ...]:
     """What the sweep sets after the overrides: variant, seed, matched width and (once known) learning rate."""
     if self.deferred:
-      raise ValueError(f"run {self.name}: its learning rate is chosen from {list(self.lr_grid)} on validation; "
-                       "resolve it first")
+      raise ValueError(
+        f"run {self.name}: its learning rate is chosen from {list(self.lr_grid)} on validation; resolve it first"
+      )
     lr = (("train.learning_rate", float(self.lr)),) if self.lr is not None else ()
     return (("model.attention", self.variant), ("seed", self.seed), *self.width, *lr)
 
@@ -121,7 +122,7 @@ def spec_with(base_spec: str, overrides: Iterable[tuple[str, Any]]) -> str:
 
 
 def grid_axes(sets: Sequence[str]) -> list[list[tuple[tuple[str, Any], ...]]]:
-  """"key=value" strings -> axes, each a list of points (tuples of (key, value) pairs); aliases resolved."""
+  """ "key=value" strings -> axes, each a list of points (tuples of (key, value) pairs); aliases resolved."""
   axes: dict[tuple[str, ...], list] = {}
   for text in sets:
     point = tuple((ALIASES.get(k, k), v) for k, v in parse_overrides(text).items())
@@ -133,16 +134,24 @@ def grid_axes(sets: Sequence[str]) -> list[list[tuple[tuple[str, Any], ...]]]:
         raise ValueError(f"--set {text!r}: {key} is swept by --{SWEPT_KEYS[key]}, not by --set")
       clash = next((axis for axis in axes if key in axis and axis != keys), None)
       if clash:
-        raise ValueError(f"--set {text!r}: key {key!r} is already on the axis {'+'.join(clash)}; a key must "
-                         "always be set together with the same keys")
+        raise ValueError(
+          f"--set {text!r}: key {key!r} is already on the axis {'+'.join(clash)}; a key must "
+          "always be set together with the same keys"
+        )
     if point not in axes.setdefault(keys, []):
       axes[keys].append(point)
   return list(axes.values())
 
 
-def plan(base_spec: str, variants: str | Sequence[str], seeds: int | Sequence[int], sets: Sequence[str] = (),
-         lr_grid: Sequence[float] = (), match_params: str | None = None, log: Callable[[str], Any] = print
-         ) -> list[Run]:
+def plan(
+  base_spec: str,
+  variants: str | Sequence[str],
+  seeds: int | Sequence[int],
+  sets: Sequence[str] = (),
+  lr_grid: Sequence[float] = (),
+  match_params: str | None = None,
+  log: Callable[[str], Any] = print,
+) -> list[Run]:
   """Every run of the sweep, stage-1 (LR search) runs first; every config is validated before returning."""
   from research.train.loop import validate
 
@@ -176,12 +185,17 @@ def plan(base_spec: str, variants: str | Sequence[str], seeds: int | Sequence[in
     try:
       validate((dataclasses.replace(r, lr=grid[0]) if r.deferred else r).config(base_spec))
     except ValueError as e:
-      raise ValueError(f"run {r.name} (variant {r.variant!r}, seed {r.seed}"
-                       f"{''.join(f', {k}={v!r}' for k, v in r.overrides)}): {e}") from e
+      raise ValueError(
+        f"run {r.name} (variant {r.variant!r}, seed {r.seed}{''.join(f', {k}={v!r}' for k, v in r.overrides)}): {e}"
+      ) from e
   if match_params:  # widths change d_model/mlp_dim only, to valid multiples of 2*num_heads
     widths = {(v, c): w for c in combos for v, w in match_widths(base_spec, c, match_params, variants, log).items()}
-    runs = [dataclasses.replace(r, width=widths[r.variant, r.overrides][0], matched=widths[r.variant, r.overrides][1])
-            if (r.variant, r.overrides) in widths else r for r in runs]
+    runs = [
+      dataclasses.replace(r, width=widths[r.variant, r.overrides][0], matched=widths[r.variant, r.overrides][1])
+      if (r.variant, r.overrides) in widths
+      else r
+      for r in runs
+    ]
   return runs
 
 
@@ -195,15 +209,17 @@ def count_params(config: ml_collections.ConfigDict) -> int:
   from research.train.objectives import build_model, model_inputs
 
   task = build_task(config.task, config.data.to_dict())  # memoised per data config
-  model = build_model(task.kind, encoder_config(config, task.seq_len, task.vocab_size), task.num_classes,
-                      config.model.pool)
+  model = build_model(
+    task.kind, encoder_config(config, task.seq_len, task.vocab_size), task.num_classes, config.model.pool
+  )
   batch = train_dataset(task, 2, 0)[0]
   shapes = jax.eval_shape(lambda rng: model.init(rng, *model_inputs(task.kind, batch)), jax.random.PRNGKey(0))
   return int(sum(math.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(shapes["params"]))))
 
 
-def match_widths(base_spec: str, combo: tuple, reference: str, variants: Sequence[str],
-                 log: Callable[[str], Any] = print) -> dict[str, tuple[tuple, tuple]]:
+def match_widths(
+  base_spec: str, combo: tuple, reference: str, variants: Sequence[str], log: Callable[[str], Any] = print
+) -> dict[str, tuple[tuple, tuple]]:
   """variant -> (width overrides, matched facts) for every variant other than `reference` (see module doc)."""
   ref = Run(reference, 0, combo).config(base_spec)
   target, d0, mlp0, heads = count_params(ref), ref.model.d_model, ref.model.mlp_dim, ref.model.num_heads
@@ -226,13 +242,24 @@ def match_widths(base_spec: str, combo: tuple, reference: str, variants: Sequenc
     while lo < hi:
       mid = (lo + hi) // 2
       lo, hi = (lo, mid) if count(candidates[mid]) >= target else (mid + 1, hi)
-    best = min(candidates[max(lo - 1, 0):lo + 1], key=lambda d: (abs(count(d) - target), d))
+    best = min(candidates[max(lo - 1, 0) : lo + 1], key=lambda d: (abs(count(d) - target), d))
     width = (("model.d_model", best), ("model.mlp_dim", max(1, round(best * mlp0 / d0))))
     rel = count(best) / target - 1
-    out[variant] = (width, (("reference", reference), ("reference_params", target), ("params", count(best)),
-                            ("rel_diff", round(rel, 6)), ("d_model", best), ("mlp_dim", width[1][1])))
-    log(f"match_params: {variant} d_model {best} mlp_dim {width[1][1]} -> {count(best):,} parameters "
-        f"({rel:+.1%} vs {reference})" + ("  [outside 10%: width alone cannot match]" if abs(rel) > 0.1 else ""))
+    out[variant] = (
+      width,
+      (
+        ("reference", reference),
+        ("reference_params", target),
+        ("params", count(best)),
+        ("rel_diff", round(rel, 6)),
+        ("d_model", best),
+        ("mlp_dim", width[1][1]),
+      ),
+    )
+    log(
+      f"match_params: {variant} d_model {best} mlp_dim {width[1][1]} -> {count(best):,} parameters "
+      f"({rel:+.1%} vs {reference})" + ("  [outside 10%: width alone cannot match]" if abs(rel) > 0.1 else "")
+    )
   return out
 
 
@@ -254,21 +281,22 @@ def _backfill(saved: Any, config_json: Any) -> Any:
   for section, defaults in (("model", MODEL_DEFAULTS), ("train", TRAIN_DEFAULTS)):
     old, new = saved.get(section), config_json.get(section)
     if isinstance(old, dict) and isinstance(new, dict):
-      saved[section] = {**{k: v for k, v in new.items() if k not in old and k in defaults and v == defaults[k]},
-                        **old}
+      saved[section] = {**{k: v for k, v in new.items() if k not in old and k in defaults and v == defaults[k]}, **old}
   return saved
 
 
 def _state(workdir: Path, config_json: Any) -> str:
-  """"finished" | "interrupted" (same config, no summary) | "new"; a different config is an error."""
+  """ "finished" | "interrupted" (same config, no summary) | "new"; a different config is an error."""
   prov = workdir / "provenance.json"
   if not prov.exists():
     return "new"
   saved = _backfill(json.loads(prov.read_text()).get("config"), config_json)
   if saved != config_json:
     diff = _diff(saved, config_json)
-    raise ValueError(f"workdir {workdir} holds a run with a different config ({'; '.join(diff[:4])}"
-                     f"{'; ...' if len(diff) > 4 else ''}); remove it or choose another sweep directory")
+    raise ValueError(
+      f"workdir {workdir} holds a run with a different config ({'; '.join(diff[:4])}"
+      f"{'; ...' if len(diff) > 4 else ''}); remove it or choose another sweep directory"
+    )
   return "finished" if (workdir / "summary.json").exists() else "interrupted"
 
 
@@ -285,8 +313,14 @@ def choose_lr(records: Sequence[dict]) -> tuple[float | None, dict[str, float | 
   return chosen, {f"{lr:g}": v for lr, v in sorted(results.items())}
 
 
-def execute(runs: Sequence[Run], base_spec: str, workdir_root: str | Path, train_fn: Callable | None = None,
-            progress: bool = True, log: Callable[[str], Any] = print) -> list[dict]:
+def execute(
+  runs: Sequence[Run],
+  base_spec: str,
+  workdir_root: str | Path,
+  train_fn: Callable | None = None,
+  progress: bool = True,
+  log: Callable[[str], Any] = print,
+) -> list[dict]:
   """Train every run not finished yet; returns one record per run (in order) with its summary.
 
   A record: name, variant, seed, lr (the rate trained with), overrides, width, status (done | reused |
@@ -310,8 +344,10 @@ def execute(runs: Sequence[Run], base_spec: str, workdir_root: str | Path, train
       stage1.setdefault(r.group, []).append(i)
   missing = [r.name for i, r in enumerate(runs) if r.deferred and max(stage1.get(r.group, [i])) >= i]
   if missing:
-    raise ValueError(f"run {missing[0]} chooses its learning rate, but no LR-search run of its group comes before "
-                     "it in the sweep (use the order plan() returns)")
+    raise ValueError(
+      f"run {missing[0]} chooses its learning rate, but no LR-search run of its group comes before "
+      "it in the sweep (use the order plan() returns)"
+    )
   configs = {r.name: _as_json(r.config(base_spec)) for r in runs if not r.deferred}
   known = {n: _state(root / n, c) for n, c in configs.items()}  # a conflicting workdir fails before training
   records = [_record(r, root, base_spec, configs.get(r.name)) for r in runs]
@@ -321,8 +357,12 @@ def execute(runs: Sequence[Run], base_spec: str, workdir_root: str | Path, train
 
   def select(group):
     chosen, results = choose_lr([records[i] for i in stage1[group]])
-    selection[group] = {"grid": list(runs[stage1[group][0]].lr_grid), "val_accuracy": results, "chosen": chosen,
-                        "seed": runs[stage1[group][0]].seed}
+    selection[group] = {
+      "grid": list(runs[stage1[group][0]].lr_grid),
+      "val_accuracy": results,
+      "chosen": chosen,
+      "seed": runs[stage1[group][0]].seed,
+    }
     for i in stage1[group]:
       records[i].update(lr_selection=selection[group], final=records[i]["lr"] == chosen)
 
@@ -331,8 +371,9 @@ def execute(runs: Sequence[Run], base_spec: str, workdir_root: str | Path, train
 
   def eta(k):
     n = remaining(k)
-    return f"ETA for the remaining {n} runs: " + (_duration(sum(trained_s) / len(trained_s) * n) if trained_s
-                                                  else "unknown")
+    return f"ETA for the remaining {n} runs: " + (
+      _duration(sum(trained_s) / len(trained_s) * n) if trained_s else "unknown"
+    )
 
   for k, (run, rec) in enumerate(zip(runs, records, strict=True), 1):
     if run.deferred:
@@ -372,16 +413,21 @@ def execute(runs: Sequence[Run], base_spec: str, workdir_root: str | Path, train
   diverged = [r["name"] for r in records if r["status"] == "diverged"]
   if diverged:
     log(f"warning: {len(diverged)} run(s) diverged: {', '.join(diverged)}")
-  log(f"sweep of {len(runs)} runs finished in {_duration(time.perf_counter() - t0)}: {len(trained_s)} trained, "
-      f"{sum(r['status'] == 'reused' for r in records)} reused; {root / SWEEP_FILE}")
+  log(
+    f"sweep of {len(runs)} runs finished in {_duration(time.perf_counter() - t0)}: {len(trained_s)} trained, "
+    f"{sum(r['status'] == 'reused' for r in records)} reused; {root / SWEEP_FILE}"
+  )
   _write(root, base_spec, records, time.perf_counter() - t0, names)
   return records
 
 
 def summaries(records: Iterable[dict]) -> list[dict]:
   """Summaries of the final runs (what a results table aggregates), each with the run's lr, name and overrides."""
-  return [{**r["summary"], "lr": r["lr"], "run": r["name"], "overrides": r["overrides"]}
-          for r in records if r["final"] and r["summary"]]
+  return [
+    {**r["summary"], "lr": r["lr"], "run": r["name"], "overrides": r["overrides"]}
+    for r in records
+    if r["final"] and r["summary"]
+  ]
 
 
 def _resolved(run: Run, selection: dict) -> Run:
@@ -392,11 +438,22 @@ def _resolved(run: Run, selection: dict) -> Run:
 
 def _record(run: Run, root: Path, base_spec: str, config_json: dict | None) -> dict:
   lr = run.lr if config_json is None else config_json["train"]["learning_rate"]
-  return {"name": run.name, "variant": run.variant, "seed": run.seed, "lr": lr,
-          "overrides": dict(run.overrides), "width": dict(run.width), "status": "pending",
-          "final": not run.lr_grid or run.deferred, "workdir": str(root / run.name),
-          "summary_path": f"{run.name}/summary.json", "spec": None if run.deferred else run.spec(base_spec),
-          "lr_selection": None, "params_match": dict(run.matched) or None, "summary": None}
+  return {
+    "name": run.name,
+    "variant": run.variant,
+    "seed": run.seed,
+    "lr": lr,
+    "overrides": dict(run.overrides),
+    "width": dict(run.width),
+    "status": "pending",
+    "final": not run.lr_grid or run.deferred,
+    "workdir": str(root / run.name),
+    "summary_path": f"{run.name}/summary.json",
+    "spec": None if run.deferred else run.spec(base_spec),
+    "lr_selection": None,
+    "params_match": dict(run.matched) or None,
+    "summary": None,
+  }
 
 
 def _write(root: Path, base_spec: str, records: list[dict], wall_s: float, planned: Sequence[str]) -> None:
@@ -406,8 +463,11 @@ def _write(root: Path, base_spec: str, records: list[dict], wall_s: float, plann
   mine = [{k: v for k, v in r.items() if k not in ("summary", "workdir")} for r in records]
   names = {r["name"] for r in mine} | set(planned)
   old = json.loads(path.read_text())["runs"] if path.exists() else []
-  doc = {"base_spec": base_spec, "wall_s_this_invocation": round(wall_s, 3),
-         "runs": [r for r in old if r["name"] not in names] + mine}
+  doc = {
+    "base_spec": base_spec,
+    "wall_s_this_invocation": round(wall_s, 3),
+    "runs": [r for r in old if r["name"] not in names] + mine,
+  }
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(doc, indent=2, default=str))
   tmp.replace(path)

@@ -22,8 +22,9 @@ TEXTS = ["the bank approved my loan", "river bank", "Café crème à Noël", "x"
 
 
 def _embedder(norm: str = "pre", max_tokens: int = 64, **kw) -> Embedder:
-  cfg = EncoderConfig(vocab_size=ByteTokenizer.vocab_size, max_len=64, d_model=32, num_heads=4, num_layers=3,
-                      mlp_dim=64, norm=norm, **kw)
+  cfg = EncoderConfig(
+    vocab_size=ByteTokenizer.vocab_size, max_len=64, d_model=32, num_heads=4, num_layers=3, mlp_dim=64, norm=norm, **kw
+  )
   tokens = jnp.zeros((1, 8), jnp.int32)
   variables = Encoder(cfg).init(jax.random.key(0), tokens, Segments.from_lengths(jnp.array([8]), 8))
   return Embedder(cfg, variables, ByteTokenizer(), max_tokens=max_tokens, add_cls=True, add_sep=False)
@@ -42,7 +43,7 @@ def test_token_vectors_equal_the_encoder_output_and_spans_point_into_the_text():
   for o in out:
     assert o.ids[0] == ByteTokenizer.cls_id and o.vectors.shape == (len(o.ids), 32) and o.vectors.dtype == np.float32
     np.testing.assert_allclose(o.vectors, _direct(emb, o.ids), atol=1e-5)
-    for (start, end) in o.spans[1:]:
+    for start, end in o.spans[1:]:
       assert 0 <= start < end <= len(o.text)
   chars = dict.fromkeys(tuple(span) for span in out[2].spans[1:])  # bytes of one character share its span
   assert "".join(out[2].text[a:b] for a, b in chars) == out[2].text
@@ -103,24 +104,29 @@ def test_long_texts_error_truncate_or_window():
   np.testing.assert_allclose(win[1].vectors, emb.embed(["short"], pooling="none")[0].vectors, atol=1e-5)
 
 
-@pytest.mark.parametrize("call, match", [
-  (lambda e: e.embed("just a string"), "sequence of texts"),
-  (lambda e: e.embed([]), "no texts"),
-  (lambda e: e.embed(["ok", ""]), "tokenizes to nothing"),
-  (lambda e: e.embed(["ok", 3]), "must be strings"),
-  (lambda e: e.embed(["ok"], pooling="max"), "pooling='max'"),
-  (lambda e: e.embed(["ok"], overflow="drop"), "overflow='drop'"),
-  (lambda e: e.embed(["ok"], layer=4), r"layer=4; expected an integer in \[0, 3\]"),
-  (lambda e: e.embed(["ok"], layer=[]), "empty sequence"),
-  (lambda e: e.embed(["ok"], batch_size=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+  "call, match",
+  [
+    (lambda e: e.embed("just a string"), "sequence of texts"),
+    (lambda e: e.embed([]), "no texts"),
+    (lambda e: e.embed(["ok", ""]), "tokenizes to nothing"),
+    (lambda e: e.embed(["ok", 3]), "must be strings"),
+    (lambda e: e.embed(["ok"], pooling="max"), "pooling='max'"),
+    (lambda e: e.embed(["ok"], overflow="drop"), "overflow='drop'"),
+    (lambda e: e.embed(["ok"], layer=4), r"layer=4; expected an integer in \[0, 3\]"),
+    (lambda e: e.embed(["ok"], layer=[]), "empty sequence"),
+    (lambda e: e.embed(["ok"], batch_size=0), "batch_size"),
+  ],
+)
 def test_bad_input_is_one_clear_error(call, match):
   with pytest.raises(ValueError, match=match):
     call(_embedder())
 
 
-TINY_WIC = ("model.d_model=32,model.num_heads=4,model.mlp_dim=64,train.num_steps=2,train.eval_every=2,"
-            "train.batch_size=8,train.eval_batch_size=32,data.vocab_size=400")
+TINY_WIC = (
+  "model.d_model=32,model.num_heads=4,model.mlp_dim=64,train.num_steps=2,train.eval_every=2,"
+  "train.batch_size=8,train.eval_batch_size=32,data.vocab_size=400"
+)
 
 
 @pytest.fixture(scope="module")
@@ -160,11 +166,27 @@ def test_from_checkpoint_of_a_real_run(wic_run, tmp_path, capsys):
   np.testing.assert_allclose(Embedder.from_checkpoint(bare).embed(sentences), emb.embed(sentences), atol=1e-6)
   # the CLI writes the pooled vectors
   (tmp_path / "in.txt").write_text("\n".join(sentences) + "\n")
-  assert main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "in.txt"),
-               "--out", str(tmp_path / "v.npy")]) == 0
+  assert (
+    main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "v.npy")])
+    == 0
+  )
   np.testing.assert_allclose(np.load(tmp_path / "v.npy"), emb.embed(sentences), atol=1e-6)
-  assert main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "in.txt"), "--pooling", "none",
-               "--out", str(tmp_path / "t.npz")]) == 0
+  assert (
+    main(
+      [
+        "embed",
+        "--checkpoint",
+        str(wic_run),
+        "--input",
+        str(tmp_path / "in.txt"),
+        "--pooling",
+        "none",
+        "--out",
+        str(tmp_path / "t.npz"),
+      ]
+    )
+    == 0
+  )
   z = np.load(tmp_path / "t.npz")
   assert list(z["offsets"]) == [0, len(out[0].ids), len(out[0].ids) + len(out[1].ids)]
   np.testing.assert_allclose(z["vectors"][: len(out[0].ids)], out[0].vectors, atol=1e-6)
@@ -181,13 +203,33 @@ def test_checkpoint_errors(wic_run, tmp_path, capsys):
   with pytest.raises(ValueError, match="holds no checkpoints"):
     Embedder.from_checkpoint(tmp_path)
   (tmp_path / "in.txt").write_text("fine\n\n")
-  assert main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "in.txt"),
-               "--out", str(tmp_path / "v.npy")]) == 2
+  assert (
+    main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "in.txt"), "--out", str(tmp_path / "v.npy")])
+    == 2
+  )
   assert "line(s) [2] are empty" in capsys.readouterr().err
-  assert main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "nope.txt"),
-               "--out", str(tmp_path / "v.npy")]) == 2
+  assert (
+    main(
+      ["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "v.npy")]
+    )
+    == 2
+  )
   assert "is not a file" in capsys.readouterr().err
   (tmp_path / "ok.txt").write_text("fine\n")
-  assert main(["embed", "--checkpoint", str(wic_run), "--input", str(tmp_path / "ok.txt"), "--pooling", "none",
-               "--out", str(tmp_path / "v.npy")]) == 2
+  assert (
+    main(
+      [
+        "embed",
+        "--checkpoint",
+        str(wic_run),
+        "--input",
+        str(tmp_path / "ok.txt"),
+        "--pooling",
+        "none",
+        "--out",
+        str(tmp_path / "v.npy"),
+      ]
+    )
+    == 2
+  )
   assert "expected a .npz path" in capsys.readouterr().err

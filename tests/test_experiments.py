@@ -10,8 +10,10 @@ from research.config import load_config
 from research.train.loop import train
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-COMMON = ("steps=2,train.eval_every=2,batch_size=8,train.eval_batch_size=64,"
-          "model.d_model=32,model.mlp_dim=64,model.num_layers=1")
+COMMON = (
+  "steps=2,train.eval_every=2,batch_size=8,train.eval_batch_size=64,"
+  "model.d_model=32,model.mlp_dim=64,model.num_layers=1"
+)
 SMALL = {  # keep each run to a few seconds: short rows, few examples
   "listops": "data.num_train=200,data.num_val=40,data.num_test=40",
   "text_cls": "data.max_bytes=96",
@@ -40,8 +42,10 @@ def test_performer_approximation_improves_with_features(tmp_path):
   spec = importlib.util.spec_from_file_location("performer_approx", EXPERIMENTS / "performer_approx.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config("draws=3,features=(8,256),lengths=(64,),length=64,features_at_lengths=16,qk_std=0.5,"
-                        "head_dim=16,num_heads=2,settings=(('FAVOR+ orthogonal','softmax',True),('ReLU','relu',True))")
+  c = module.get_config(
+    "draws=3,features=(8,256),lengths=(64,),length=64,features_at_lengths=16,qk_std=0.5,"
+    "head_dim=16,num_heads=2,settings=(('FAVOR+ orthogonal','softmax',True),('ReLU','relu',True))"
+  )
   results = module.run(c, tmp_path)
   (few, _), (many, _) = [row[1:] for row in results["vs_features"]["FAVOR+ orthogonal"]]
   assert many < 0.6 * few  # the FAVOR+ estimator converges to exact softmax as m grows
@@ -69,8 +73,10 @@ def test_self_pretraining_stages(tmp_path):
   assert pre.task == "mlm" and pre.data.self_task == "listops" and pre.data.seq_len == pre.model.max_len
   summary = train(pre, tmp_path / "pre" / "linear-seed0", progress=False)
   assert summary["task"] == "mlm" and summary["id_offset"] == 4  # ListOps ids shifted past the special ids
-  spec = (f"{EXPERIMENTS}/self_pretrain.py:task=listops,{small},attention='linear',"
-          f"pretrained='{tmp_path}/pre/{{variant}}-seed{{seed}}'")
+  spec = (
+    f"{EXPERIMENTS}/self_pretrain.py:task=listops,{small},attention='linear',"
+    f"pretrained='{tmp_path}/pre/{{variant}}-seed{{seed}}'"
+  )
   finetune, scratch = (load_config(f"{spec},stage={stage}") for stage in ("finetune", "scratch"))
   assert finetune.train.init_from and not scratch.train.init_from
   finetune.train.init_from = ""

@@ -19,8 +19,17 @@ from research.data.tokenizer import ByteTokenizer
 from research.models.encoder import EncoderConfig
 
 LENGTH = 24  # tokens per synthetic row
-TEACHER_CFG = EncoderConfig(vocab_size=ByteTokenizer.vocab_size, max_len=32, d_model=32, num_heads=4, num_layers=2,
-                            mlp_dim=64, norm="post", norm_eps=1e-12, type_vocab_size=2)
+TEACHER_CFG = EncoderConfig(
+  vocab_size=ByteTokenizer.vocab_size,
+  max_len=32,
+  d_model=32,
+  num_heads=4,
+  num_layers=2,
+  mlp_dim=64,
+  norm="post",
+  norm_eps=1e-12,
+  type_vocab_size=2,
+)
 INFO = {"name": "tiny", "pooling": "mean", "normalize": True}
 BATCH, STEPS = 4, 8
 # the driver test's optimizers: with the same batch shape the stage tests reuse its compiled steps (or it theirs)
@@ -40,8 +49,12 @@ def teacher_params():
 def synthetic_rows(n: int, seed: int) -> lz.Rows:
   rng = np.random.default_rng(seed)
   tok = ByteTokenizer()
-  return lz.Rows.from_lists([[tok.cls_id, *rng.integers(tok.offset, tok.vocab_size, k - 2), tok.sep_id]
-                             for k in rng.integers(6, LENGTH + 1, n)], LENGTH)
+  return lz.Rows.from_lists(
+    [
+      [tok.cls_id, *rng.integers(tok.offset, tok.vocab_size, k - 2), tok.sep_id] for k in rng.integers(6, LENGTH + 1, n)
+    ],
+    LENGTH,
+  )
 
 
 def flat(tree) -> dict:
@@ -69,22 +82,28 @@ def test_distillation_loss_is_zero_only_at_equality():
   # the CE form is Hedgehog's loss, layer by layer
   for layer in range(2):
     reference = attention_distillation_loss(teacher[layer], student[layer], valid_BxL)
-    assert float(lz.distillation_loss(teacher[layer], student[layer], valid_BxL)) == pytest.approx(float(reference),
-                                                                                                   rel=1e-6)
+    assert float(lz.distillation_loss(teacher[layer], student[layer], valid_BxL)) == pytest.approx(
+      float(reference), rel=1e-6
+    )
   # rows of padded queries do not count
   garbage = jnp.where(valid_BxL[None, :, None, :, None], student, 0.37)
   assert float(lz.distillation_loss(teacher, garbage, valid_BxL, kind="kl")) == pytest.approx(kl, rel=1e-7)
 
 
 # ------------------------------------------------------------------------------------------------ mixer swap
-@pytest.mark.parametrize("feature_map,options", [("hedgehog", {}), ("based", {"feature_dim": 4}),
-                                                 ("performer", {"num_features": 8})])
+@pytest.mark.parametrize(
+  "feature_map,options", [("hedgehog", {}), ("based", {"feature_dim": 4}), ("performer", {"num_features": 8})]
+)
 def test_swap_mixers_keeps_every_teacher_array(teacher_params, feature_map, options):
   cfg, variables = lz.swap_mixers(TEACHER_CFG, teacher_params, feature_map, options)
   assert cfg.attention == feature_map and cfg.norm == "post"
-  assert {f: getattr(cfg, f) for f in ("d_model", "num_heads", "num_layers", "mlp_dim", "type_vocab_size", "norm_eps",
-                                      "vocab_size", "max_len")} == {f: getattr(TEACHER_CFG, f) for f in (
-    "d_model", "num_heads", "num_layers", "mlp_dim", "type_vocab_size", "norm_eps", "vocab_size", "max_len")}
+  assert {
+    f: getattr(cfg, f)
+    for f in ("d_model", "num_heads", "num_layers", "mlp_dim", "type_vocab_size", "norm_eps", "vocab_size", "max_len")
+  } == {
+    f: getattr(TEACHER_CFG, f)
+    for f in ("d_model", "num_heads", "num_layers", "mlp_dim", "type_vocab_size", "norm_eps", "vocab_size", "max_len")
+  }
   teacher, student = flat(teacher_params), flat(variables["params"])
   for path, array in teacher.items():
     assert student[path].dtype == array.dtype and student[path].tobytes() == array.tobytes(), path
@@ -99,8 +118,11 @@ def test_swap_mixers_keeps_every_teacher_array(teacher_params, feature_map, opti
 
 
 def test_bad_feature_map_or_option_is_a_clear_error(teacher_params):
-  with pytest.raises(ValueError, match=r"feature map 'softmax' cannot linearize .* not a linear one; choose one of "
-                                       r"hedgehog, based, performer"):
+  with pytest.raises(
+    ValueError,
+    match=r"feature map 'softmax' cannot linearize .* not a linear one; choose one of "
+    r"hedgehog, based, performer",
+  ):
     lz.swap_mixers(TEACHER_CFG, teacher_params, "softmax")
   with pytest.raises(ValueError, match="feature map 'hedgehgo' cannot linearize"):
     lz.swap_mixers(TEACHER_CFG, teacher_params, "hedgehgo")
@@ -108,12 +130,15 @@ def test_bad_feature_map_or_option_is_a_clear_error(teacher_params):
     lz.swap_mixers(TEACHER_CFG, teacher_params, "hedgehog", {"window": 4})
 
 
-@pytest.mark.parametrize("argv,message", [
-  (["--feature-map", "linear"], "feature map 'linear' cannot linearize softmax attention"),
-  (["--teacher", "bert-huge"], "unknown pretrained model 'bert-huge'"),
-  (["--config", "experiments/linearize.py:stage1.steps=-1"], "stage1.steps must be >= 0, got -1"),
-  (["--config", "experiments/linearize.py:attention_cfg.feature_dimm=8"], "unknown option(s) 'feature_dimm'"),
-])
+@pytest.mark.parametrize(
+  "argv,message",
+  [
+    (["--feature-map", "linear"], "feature map 'linear' cannot linearize softmax attention"),
+    (["--teacher", "bert-huge"], "unknown pretrained model 'bert-huge'"),
+    (["--config", "experiments/linearize.py:stage1.steps=-1"], "stage1.steps must be >= 0, got -1"),
+    (["--config", "experiments/linearize.py:attention_cfg.feature_dimm=8"], "unknown option(s) 'feature_dimm'"),
+  ],
+)
 def test_cli_bad_input_is_one_error_line(argv, message, tmp_path, capsys):
   args = ["linearize", "--no-progress", "--workdir", str(tmp_path / "w")]
   rc = main(args + (argv if "--config" in argv else ["--config", "experiments/linearize.py", *argv]))
@@ -126,41 +151,49 @@ def test_cli_bad_input_is_one_error_line(argv, message, tmp_path, capsys):
 def test_stage1_lowers_the_distillation_loss_and_trains_only_the_mixers(teacher_params):
   cfg, variables = lz.swap_mixers(TEACHER_CFG, teacher_params, "hedgehog")
   rows = synthetic_rows(BATCH, seed=0)
-  out, history = lz.attention_distill(cfg, variables, TEACHER_CFG, teacher_params, [(rows.tokens, rows.lengths)] * 8,
-                                      STAGE1)
+  out, history = lz.attention_distill(
+    cfg, variables, TEACHER_CFG, teacher_params, [(rows.tokens, rows.lengths)] * 8, STAGE1
+  )
   first, last = history[0], history[-1]
   assert last["kl"] < 0.9 * first["kl"] and last["loss"] < first["loss"]
   assert {f"kl_layer{i}" for i in range(2)} <= set(first)
   before, after = flat(variables["params"]), flat(out["params"])
   assert [p for p in before if before[p].tobytes() != after[p].tobytes()] == [p for p in before if "/mixer/" in p]
   with pytest.raises(ValueError, match="performer has no trainable feature map"):
-    lz.attention_distill(*lz.swap_mixers(TEACHER_CFG, teacher_params, "performer", {"num_features": 8}), TEACHER_CFG,
-                         teacher_params, [], lz.OptSpec(1e-2, total_steps=1))
+    lz.attention_distill(
+      *lz.swap_mixers(TEACHER_CFG, teacher_params, "performer", {"num_features": 8}),
+      TEACHER_CFG,
+      teacher_params,
+      [],
+      lz.OptSpec(1e-2, total_steps=1),
+    )
 
 
 def test_stage2_lowers_the_output_loss(teacher_params):
   cfg, variables = lz.swap_mixers(TEACHER_CFG, teacher_params, "hedgehog")
   rows = synthetic_rows(BATCH, seed=1)
-  _, history = lz.output_distill(cfg, variables, TEACHER_CFG, teacher_params, [(rows.tokens, rows.lengths)] * 8,
-                                 STAGE2)
+  _, history = lz.output_distill(cfg, variables, TEACHER_CFG, teacher_params, [(rows.tokens, rows.lengths)] * 8, STAGE2)
   assert history[-1]["loss"] < 0.7 * history[0]["loss"]
   assert history[-1]["mse"] < history[0]["mse"] and history[-1]["cosine"] > history[0]["cosine"]
 
 
 # ------------------------------------------------------------------------------------------------------ driver
 def config(extra: str = ""):
-  c = load_config(f"experiments/linearize.py:stage1.steps={STEPS},stage2.steps={STEPS},train.eval_every=5,"
-                  f"train.log_every=1,train.batch_size={BATCH},train.eval_batch_size=8,data.max_tokens={LENGTH},"
-                  f"stage1.learning_rate={STAGE1.learning_rate},stage2.learning_rate={STAGE2.learning_rate},"
-                  f"stage1.warmup_steps=1,stage2.warmup_steps=1{',' + extra if extra else ''}")
+  c = load_config(
+    f"experiments/linearize.py:stage1.steps={STEPS},stage2.steps={STEPS},train.eval_every=5,"
+    f"train.log_every=1,train.batch_size={BATCH},train.eval_batch_size=8,data.max_tokens={LENGTH},"
+    f"stage1.learning_rate={STAGE1.learning_rate},stage2.learning_rate={STAGE2.learning_rate},"
+    f"stage1.warmup_steps=1,stage2.warmup_steps=1{',' + extra if extra else ''}"
+  )
   assert lz._specs(c, STEPS) == (STAGE1, STAGE2)
   return c
 
 
 def test_driver_resumes_exactly_and_saves_a_loadable_student(teacher_params, tmp_path):
   data = lz.Batches(synthetic_rows(40, seed=2), synthetic_rows(10, seed=3))
-  run = lambda c, w: lz.linearize(c, w, progress=False, teacher=(TEACHER_CFG, teacher_params, ByteTokenizer(), INFO),
-                                  data=data)  # noqa: E731
+  run = lambda c, w: lz.linearize(
+    c, w, progress=False, teacher=(TEACHER_CFG, teacher_params, ByteTokenizer(), INFO), data=data
+  )  # noqa: E731
   whole = run(config(), tmp_path / "whole")
   assert whole["finished"] and whole["step"] == 2 * STEPS
   assert whole["held_out_after_stage1"]["attn_kl"] < whole["held_out_initial"]["attn_kl"]
@@ -193,8 +226,9 @@ def test_performer_skips_stage1(teacher_params, tmp_path, capsys):
   data = lz.Batches(synthetic_rows(8, seed=4), synthetic_rows(4, seed=5))
   c = config("feature_map=performer,attention_cfg.num_features=8")
   c.stage2.steps = 0  # nothing trains: the swapped student (with its random features) is saved as it is
-  summary = lz.linearize(c, tmp_path,
-                         progress=False, teacher=(TEACHER_CFG, teacher_params, ByteTokenizer(), INFO), data=data)
+  summary = lz.linearize(
+    c, tmp_path, progress=False, teacher=(TEACHER_CFG, teacher_params, ByteTokenizer(), INFO), data=data
+  )
   assert "stage 1 skipped: performer has no trainable feature map" in capsys.readouterr().out
   assert summary["stage1_skipped"] and summary["stage1_steps"] == 0 and summary["step"] == 0
   student = lz.load_student(tmp_path)
@@ -230,6 +264,7 @@ def test_corpus_rows_are_wrapped_deterministic_and_split():
     assert (rows.tokens[np.arange(len(rows.lengths)), rows.lengths - 1] == tok.sep_id).all()
   again = lz.corpus_batches(tok, ("wordnet",), 48, **kwargs)
   np.testing.assert_array_equal(again.train.tokens, data.train.tokens)
-  train_texts = {tok.decode(r[1:n - 1]) for r, n in zip(data.train.tokens, data.train.lengths, strict=True)}
-  assert not train_texts & {tok.decode(r[1:n - 1]) for r, n in zip(data.held_out.tokens, data.held_out.lengths,
-                                                                    strict=True)}
+  train_texts = {tok.decode(r[1 : n - 1]) for r, n in zip(data.train.tokens, data.train.lengths, strict=True)}
+  assert not train_texts & {
+    tok.decode(r[1 : n - 1]) for r, n in zip(data.held_out.tokens, data.held_out.lengths, strict=True)
+  }

@@ -15,11 +15,19 @@ E, M, C, V = 32, 64, 10, 128  # width, MLP, ListOps classes, its 17-token vocabu
 
 def hand_param_counts(length: int) -> tuple[int, int]:
   """(parameters with an `embed` axis, the others) of the one-layer ListOps classifier, counted by hand."""
-  embed_axis = (V * E + length * E  # token and learned position embeddings
-                + 4 * E  # attn_norm, mlp_norm: scale + bias
-                + 3 * E * E + E * E + E  # q/k/v kernels E x H x D, out kernel H x D x E and its bias
-                + E * M + M * E + E  # mlp_in kernel, mlp_out kernel and bias
-                + 2 * E + E * E)  # final_norm, pre_logits kernel (embed, mlp)
+  embed_axis = (
+    V * E
+    + length * E  # token and learned position embeddings
+    + 4 * E  # attn_norm, mlp_norm: scale + bias
+    + 3 * E * E
+    + E * E
+    + E  # q/k/v kernels E x H x D, out kernel H x D x E and its bias
+    + E * M
+    + M * E
+    + E  # mlp_in kernel, mlp_out kernel and bias
+    + 2 * E
+    + E * E
+  )  # final_norm, pre_logits kernel (embed, mlp)
   other = 3 * E + M + E + E * C + C  # q/k/v biases (heads, kv), mlp_in bias, pre_logits bias, logits (mlp, None)
   return embed_axis, other
 
@@ -53,9 +61,27 @@ def parser() -> argparse.ArgumentParser:
 def result(tmp_path_factory):
   """Four compiled rows, through the command line (what research/cli.py will call)."""
   out = tmp_path_factory.mktemp("plan")
-  args = parser().parse_args(["plan", "--config", SPEC, "--set", TINY, "--mesh", "data=-1", "--seq-len", "256,1024",
-                              "--variants", "softmax,linear", "--per-device-batch", "1", "--out", str(out),
-                              "--name", "tiny"])
+  args = parser().parse_args(
+    [
+      "plan",
+      "--config",
+      SPEC,
+      "--set",
+      TINY,
+      "--mesh",
+      "data=-1",
+      "--seq-len",
+      "256,1024",
+      "--variants",
+      "softmax,linear",
+      "--per-device-batch",
+      "1",
+      "--out",
+      str(out),
+      "--name",
+      "tiny",
+    ]
+  )
   result = args.func(args)
   assert json.loads((out / "tiny.json").read_text())["rows"] == result["rows"]
   assert (out / "tiny.md").read_text().startswith("## Memory plan: `experiments/listops.py` with model.d_model=32")
@@ -90,14 +116,17 @@ def test_fits_flips_when_the_budget_drops_below_the_total(result, rows):
   assert "| **no** |" in plan.markdown({**result, "rows": [plan.with_budget(r, r["total_bytes"] - 1)]})
 
 
-@pytest.mark.parametrize("text, message", [
-  ("data=3", r"--mesh 'data=3' uses 3 devices but 8 are expected"),
-  ("data=2,pipe=4", r"unknown axis 'pipe'; expected axis=size items over data, fsdp, tensor, seq"),
-  ("data:8", r"'data:8' is not axis=size"),
-  ("data=-1,fsdp=-1", r"more than one -1"),
-  ("fsdp=3,data=-1", r"the other axes use 3 devices, which does not divide the 8 devices"),
-  ("data=two", r"size 'two' of 'data' is not an integer"),
-])
+@pytest.mark.parametrize(
+  "text, message",
+  [
+    ("data=3", r"--mesh 'data=3' uses 3 devices but 8 are expected"),
+    ("data=2,pipe=4", r"unknown axis 'pipe'; expected axis=size items over data, fsdp, tensor, seq"),
+    ("data:8", r"'data:8' is not axis=size"),
+    ("data=-1,fsdp=-1", r"more than one -1"),
+    ("fsdp=3,data=-1", r"the other axes use 3 devices, which does not divide the 8 devices"),
+    ("data=two", r"size 'two' of 'data' is not an integer"),
+  ],
+)
 def test_bad_mesh_is_one_clear_value_error(text, message):
   with pytest.raises(ValueError, match=message) as e:
     plan.parse_mesh(text, 8)
@@ -114,8 +143,9 @@ def test_unknown_target_and_mismatched_meshes_are_clear_errors():
 
 
 def test_command_line_reports_bad_input():
-  args = parser().parse_args(["plan", "--config", SPEC, "--set", TINY, "--target", "h100x8", "--mesh", "tensor=16",
-                            "--seq-len", "64"])
+  args = parser().parse_args(
+    ["plan", "--config", SPEC, "--set", TINY, "--target", "h100x8", "--mesh", "tensor=16", "--seq-len", "64"]
+  )
   assert args.func is plan.main
   with pytest.raises(ValueError, match=r"uses 16 devices but 8 are expected for target 'h100x8'"):
     args.func(args)

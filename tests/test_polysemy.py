@@ -22,28 +22,32 @@ from research.models.encoder import Encoder, EncoderConfig
 
 @pytest.fixture(scope="module")
 def emb() -> Embedder:
-  cfg = EncoderConfig(vocab_size=ByteTokenizer.vocab_size, max_len=64, d_model=32, num_heads=4, num_layers=2,
-                      mlp_dim=64, norm="pre")
+  cfg = EncoderConfig(
+    vocab_size=ByteTokenizer.vocab_size, max_len=64, d_model=32, num_heads=4, num_layers=2, mlp_dim=64, norm="pre"
+  )
   tokens = jnp.zeros((1, 8), jnp.int32)
   variables = Encoder(cfg).init(jax.random.key(0), tokens, Segments.from_lengths(jnp.array([8]), 8))
   return Embedder(cfg, variables, ByteTokenizer(), max_tokens=64, add_cls=True, add_sep=False, name="tiny")
 
 
 # ------------------------------------------------------------------------------------------- target spans
-@pytest.mark.parametrize("sentence, lemma, pos, expected", [
-  ("he ran to the bank", "bank", "n", "bank"),
-  ("Two Banks merged.", "bank", "n", "Banks"),
-  ("the ponies grazed", "pony", "n", "ponies"),
-  ("she was running late", "run", "v", "running"),
-  ("he hoped for rain and hoping helps", "hope", "v", "hoped"),  # the first occurrence
-  ("they carried it", "carry", "v", "carried"),
-  ("a bigger dog", "big", "a", "bigger"),
-  ("the happiest day", "happy", "a", "happiest"),
-  ("she looked up the word", "look up", "v", "looked up"),  # verbs inflect their first word
-  ("the Supreme Courts", "supreme court", "n", "Supreme Courts"),  # nouns their last
-  ("it is well-known", "well known", "a", "well-known"),
-  ("they gave up hope; he gives up", "give up", "v", "gives up"),  # irregular "gave" is skipped
-])
+@pytest.mark.parametrize(
+  "sentence, lemma, pos, expected",
+  [
+    ("he ran to the bank", "bank", "n", "bank"),
+    ("Two Banks merged.", "bank", "n", "Banks"),
+    ("the ponies grazed", "pony", "n", "ponies"),
+    ("she was running late", "run", "v", "running"),
+    ("he hoped for rain and hoping helps", "hope", "v", "hoped"),  # the first occurrence
+    ("they carried it", "carry", "v", "carried"),
+    ("a bigger dog", "big", "a", "bigger"),
+    ("the happiest day", "happy", "a", "happiest"),
+    ("she looked up the word", "look up", "v", "looked up"),  # verbs inflect their first word
+    ("the Supreme Courts", "supreme court", "n", "Supreme Courts"),  # nouns their last
+    ("it is well-known", "well known", "a", "well-known"),
+    ("they gave up hope; he gives up", "give up", "v", "gives up"),  # irregular "gave" is skipped
+  ],
+)
 def test_target_spans_on_inflected_forms(sentence, lemma, pos, expected):
   start, end = polysemy.target_spans(sentence, lemma, pos)
   assert sentence[start:end] == expected
@@ -97,9 +101,11 @@ def test_threshold_edge_cases():
 # ----------------------------------------------------------------------------------------------- WiC
 def _fake_pairs(n: int) -> dict[str, tuple[wic.Pair, ...]]:
   rng = np.random.default_rng(0)
-  words = [("bank", "n", ["the river bank", "two banks merged", "a bank loan", "banks of fog"]),
-           ("run", "v", ["she runs fast", "running a shop", "he ran? no, he runs", "the show runs long"]),
-           ("light", "a", ["a lighter bag", "light blue", "the lightest touch", "light as air"])]
+  words = [
+    ("bank", "n", ["the river bank", "two banks merged", "a bank loan", "banks of fog"]),
+    ("run", "v", ["she runs fast", "running a shop", "he ran? no, he runs", "the show runs long"]),
+    ("light", "a", ["a lighter bag", "light blue", "the lightest touch", "light as air"]),
+  ]
   out = {}
   for split in ("train", "val", "test"):
     pairs = []
@@ -156,7 +162,7 @@ def test_wic_similarities_use_the_target_tokens(emb):
   pair = wic.Pair("bank", "n", "the bank", "banks here", "x", "x", 1)
   sims = polysemy.wic_similarities(emb, [pair], [1])
   toks = emb.embed(["the bank", "banks here"], pooling="none", layer=1)
-  a, b = toks[0].vectors[1 + 4:1 + 8].mean(0), toks[1].vectors[1:1 + 5].mean(0)
+  a, b = toks[0].vectors[1 + 4 : 1 + 8].mean(0), toks[1].vectors[1 : 1 + 5].mean(0)
   expected = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
   np.testing.assert_allclose(sims, [[expected]], rtol=1e-5)
 
@@ -207,8 +213,10 @@ def test_sentiment_probe_on_small_inputs(emb, monkeypatch):
   def texts(items):
     return tuple(sentiment.Text(str(i), t.casefold(), t, r, 1, False) for i, (t, r) in enumerate(items))
 
-  data = {s: texts([(t, 1.5) for t in pos] + [(t, -2.0) for t in neg[:5 if s == "train" else 8]])
-          for s in ("train", "val", "test")}
+  data = {
+    s: texts([(t, 1.5) for t in pos] + [(t, -2.0) for t in neg[: 5 if s == "train" else 8]])
+    for s in ("train", "val", "test")
+  }
   monkeypatch.setattr(sentiment, "examples", lambda cfg: data)
   out = polysemy.sentiment_probe(emb, sentiment.Config(), l2_grid=(1e-2, 1.0))
   assert out["counts"] == {"train": 13, "val": 16, "test": 16}
@@ -220,8 +228,14 @@ def test_sentiment_probe_on_small_inputs(emb, monkeypatch):
 
 # ------------------------------------------------------------------------------------------------- xling
 def test_xling_recall_is_one_for_identical_sides(emb, monkeypatch):
-  texts = ["open the file menu", "choose Format - Cells", "press Ctrl+F to search", "the sidebar deck",
-           "insert a chart", "print the document"]
+  texts = [
+    "open the file menu",
+    "choose Format - Cells",
+    "press Ctrl+F to search",
+    "the sidebar deck",
+    "insert a chart",
+    "print the document",
+  ]
   rows = tuple({"id": str(i), "file": "f", "split": "test", "a": t, "b": t} for i, t in enumerate(texts))
   monkeypatch.setattr(xling, "examples", lambda cfg: ({"train": (), "val": (), "test": rows}, {}))
   out = polysemy.xling_retrieval(emb, [xling.Config(pair=("en-us", "de")), xling.Config(pair=("en-us", "fr"))])
@@ -235,9 +249,21 @@ def test_xling_recall_is_one_for_identical_sides(emb, monkeypatch):
 # --------------------------------------------------------------------------------------- write and CLI
 def test_write_files(emb, monkeypatch, tmp_path):
   monkeypatch.setattr(wic, "pairs", lambda cfg: _fake_pairs(6))
-  results = {"encoders": [{"name": "tiny", "kind": "checkpoint", "source": "x", "num_layers": 2, "d_model": 32,
-                           "max_tokens": 64, "wic": polysemy.wic_frozen(emb, wic.Config(), None)}],
-             "seconds": 1.0, "notes": polysemy._notes(True)}
+  results = {
+    "encoders": [
+      {
+        "name": "tiny",
+        "kind": "checkpoint",
+        "source": "x",
+        "num_layers": 2,
+        "d_model": 32,
+        "max_tokens": 64,
+        "wic": polysemy.wic_frozen(emb, wic.Config(), None),
+      }
+    ],
+    "seconds": 1.0,
+    "notes": polysemy._notes(True),
+  }
   paths = polysemy.write(results, tmp_path / "results", "poly")
   assert {k: p.name for k, p in paths.items()} == {"json": "poly.json", "md": "poly.md", "png": "poly_wic.png"}
   assert json.loads(paths["json"].read_text())["encoders"][0]["wic"]["layers"][2]["layer"] == 2
@@ -248,15 +274,18 @@ def test_write_files(emb, monkeypatch, tmp_path):
     polysemy.write(results, tmp_path, "../escape")
 
 
-@pytest.mark.parametrize("argv, match", [
-  (["eval", "polysemy"], "at least one --pretrained"),
-  (["eval", "polysemy", "--pretrained", "minilm", "--layers", "a,b"], "--layers 'a,b'"),
-  (["eval", "polysemy", "--pretrained", "minilm", "--xling-pairs", "en-us"], "LANG:LANG"),
-  (["eval", "polysemy", "--pretrained", "minilm", "--max-pairs", "1"], "--max-pairs 1"),
-  (["eval", "polysemy", "--pretrained", "minilm", "--name", "a/b"], "plain file stem"),
-  (["eval", "polysemy", "--checkpoint", "/nonexistent/run"], "is not a directory"),
-  (["eval", "polysemy", "--pretrained", "minilm", "--xling-pairs", "en-us:zz"], "pair=\\('en-us', 'zz'\\)"),
-])
+@pytest.mark.parametrize(
+  "argv, match",
+  [
+    (["eval", "polysemy"], "at least one --pretrained"),
+    (["eval", "polysemy", "--pretrained", "minilm", "--layers", "a,b"], "--layers 'a,b'"),
+    (["eval", "polysemy", "--pretrained", "minilm", "--xling-pairs", "en-us"], "LANG:LANG"),
+    (["eval", "polysemy", "--pretrained", "minilm", "--max-pairs", "1"], "--max-pairs 1"),
+    (["eval", "polysemy", "--pretrained", "minilm", "--name", "a/b"], "plain file stem"),
+    (["eval", "polysemy", "--checkpoint", "/nonexistent/run"], "is not a directory"),
+    (["eval", "polysemy", "--pretrained", "minilm", "--xling-pairs", "en-us:zz"], "pair=\\('en-us', 'zz'\\)"),
+  ],
+)
 def test_cli_bad_input(argv, match, capsys):
   assert main(argv) == 2
   err = capsys.readouterr().err

@@ -14,40 +14,67 @@ from research import pretrained
 from research.embed import Embedder
 
 FIXTURE = Path(__file__).parent / "fixtures"
-TINY_BERT = {"model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute", "vocab_size": 50,
-             "max_position_embeddings": 16, "hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 2,
-             "intermediate_size": 12, "layer_norm_eps": 1e-12, "type_vocab_size": 2}
+TINY_BERT = {
+  "model_type": "bert",
+  "hidden_act": "gelu",
+  "position_embedding_type": "absolute",
+  "vocab_size": 50,
+  "max_position_embeddings": 16,
+  "hidden_size": 8,
+  "num_attention_heads": 2,
+  "num_hidden_layers": 2,
+  "intermediate_size": 12,
+  "layer_norm_eps": 1e-12,
+  "type_vocab_size": 2,
+}
 
 
 def _random_bert(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(seed)
   e, m = cfg["hidden_size"], cfg["intermediate_size"]
-  shapes = {"embeddings.word_embeddings.weight": (cfg["vocab_size"], e),
-            "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], e),
-            "embeddings.token_type_embeddings.weight": (2, e), "embeddings.LayerNorm.weight": (e,),
-            "embeddings.LayerNorm.bias": (e,), "pooler.dense.weight": (e, e), "pooler.dense.bias": (e,)}
+  shapes = {
+    "embeddings.word_embeddings.weight": (cfg["vocab_size"], e),
+    "embeddings.position_embeddings.weight": (cfg["max_position_embeddings"], e),
+    "embeddings.token_type_embeddings.weight": (2, e),
+    "embeddings.LayerNorm.weight": (e,),
+    "embeddings.LayerNorm.bias": (e,),
+    "pooler.dense.weight": (e, e),
+    "pooler.dense.bias": (e,),
+  }
   for i in range(cfg["num_hidden_layers"]):
     p = f"encoder.layer.{i}."
     for n in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"):
       shapes.update({p + n + ".weight": (e, e), p + n + ".bias": (e,)})
-    shapes.update({p + "intermediate.dense.weight": (m, e), p + "intermediate.dense.bias": (m,),
-                   p + "output.dense.weight": (e, m), p + "output.dense.bias": (e,)})
+    shapes.update(
+      {
+        p + "intermediate.dense.weight": (m, e),
+        p + "intermediate.dense.bias": (m,),
+        p + "output.dense.weight": (e, m),
+        p + "output.dense.bias": (e,),
+      }
+    )
     for n in ("attention.output.LayerNorm", "output.LayerNorm"):
       shapes.update({p + n + ".weight": (e,), p + n + ".bias": (e,)})
-  return {k: rng.normal(0, 0.5, s).astype(np.float32) + (1.0 if k.endswith("LayerNorm.weight") else 0.0)
-          for k, s in shapes.items()}
+  return {
+    k: rng.normal(0, 0.5, s).astype(np.float32) + (1.0 if k.endswith("LayerNorm.weight") else 0.0)
+    for k, s in shapes.items()
+  }
 
 
 def _numpy_bert(t: dict[str, np.ndarray], cfg: dict, ids: np.ndarray) -> list[np.ndarray]:
   """Hugging Face BertModel's forward pass for one unpadded sequence, in float64: [embeddings, layer 1..N]."""
   t = {k: v.astype(np.float64) for k, v in t.items()}
   eps, h = cfg["layer_norm_eps"], cfg["num_attention_heads"]
-  ln = lambda x, n: (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * t[n + ".weight"] \
-    + t[n + ".bias"]  # noqa: E731
+  ln = lambda x, n: (
+    (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps) * t[n + ".weight"] + t[n + ".bias"]
+  )  # noqa: E731
   lin = lambda x, n: x @ t[n + ".weight"].T + t[n + ".bias"]  # noqa: E731
   gelu = np.vectorize(lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2))))
-  x = t["embeddings.word_embeddings.weight"][ids] + t["embeddings.position_embeddings.weight"][: len(ids)] \
+  x = (
+    t["embeddings.word_embeddings.weight"][ids]
+    + t["embeddings.position_embeddings.weight"][: len(ids)]
     + t["embeddings.token_type_embeddings.weight"][0]
+  )
   x = ln(x, "embeddings.LayerNorm")
   out = [x]
   for i in range(cfg["num_hidden_layers"]):
@@ -87,11 +114,14 @@ def test_converted_random_bert_equals_a_numpy_bert():
     np.testing.assert_allclose(got.vectors[layer], want[layer], atol=2e-5, err_msg=f"layer {layer}")
 
 
-@pytest.mark.parametrize("change, match", [
-  ({"hidden_act": "relu"}, "hidden_act='relu'; only 'gelu'"),
-  ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
-  ({"hidden_size": None}, "lacks 'hidden_size'"),
-])
+@pytest.mark.parametrize(
+  "change, match",
+  [
+    ({"hidden_act": "relu"}, "hidden_act='relu'; only 'gelu'"),
+    ({"position_embedding_type": "relative_key"}, "position_embedding_type"),
+    ({"hidden_size": None}, "lacks 'hidden_size'"),
+  ],
+)
 def test_unsupported_configs_are_named(change, match):
   cfg = {k: v for k, v in {**TINY_BERT, **change}.items() if v is not None}
   with pytest.raises(ValueError, match=match):
@@ -167,5 +197,5 @@ def test_minilm_layers_match_pytorch(minilm, reference):
   n = len(starts) - 1
   layers = minilm.embed(meta["sentences"][:n], pooling="none", layer=list(range(7)))
   for i, o in enumerate(layers):
-    want = ref["hidden_layers"][:, starts[i]:starts[i + 1]]
+    want = ref["hidden_layers"][:, starts[i] : starts[i + 1]]
     assert float(np.abs(o.vectors - want).max()) <= 1e-4, i

@@ -17,26 +17,49 @@ from research.eval import retention
 from tests.test_linearize import INFO, TEACHER_CFG, config, synthetic_rows, teacher_params  # noqa: F401
 
 needs_wordnet = pytest.mark.skipif(not corpora.installed("wordnet"), reason="corpus wordnet is not installed")
-SCORES = {"tiny": 0.9, "hedgehog (untrained swap)": 0.6, "hedgehog (distilled)": 0.8,
-          "performer (untrained swap)": 0.55, "performer (distilled)": 0.55}
+SCORES = {
+  "tiny": 0.9,
+  "hedgehog (untrained swap)": 0.6,
+  "hedgehog (distilled)": 0.8,
+  "performer (untrained swap)": 0.55,
+  "performer (distilled)": 0.55,
+}
 
 
 def tiny_teacher(params) -> Embedder:
-  return Embedder(TEACHER_CFG, {"params": params}, ByteTokenizer(), max_tokens=TEACHER_CFG.max_len, add_cls=True,
-                  add_sep=True, pooling="mean", normalize=True, name="tiny")
+  return Embedder(
+    TEACHER_CFG,
+    {"params": params},
+    ByteTokenizer(),
+    max_tokens=TEACHER_CFG.max_len,
+    add_cls=True,
+    add_sep=True,
+    pooling="mean",
+    normalize=True,
+    name="tiny",
+  )
 
 
 def fake_quality(calls: list):
   """Quality results shaped like polysemy's, with one score per encoder name (the tasks themselves are tested in
   test_polysemy.py)."""
+
   def quality(emb, pairs, log):
     calls.append(emb.name)
     v = SCORES[emb.name]
-    return {"wic": {"layers": [{"layer": 0, "val_accuracy": 0.6, "test_accuracy": v - 0.1},
-                               {"layer": 2, "val_accuracy": 0.7, "test_accuracy": v}],
-                    "baseline": 0.5, "counts": {"test": {"pairs": 10}}},
-            "sentiment": {"test_accuracy": v, "majority_test_accuracy": 0.6, "counts": {"test": 10}},
-            "xling": {"pairs": [{"recall_at_1_a_to_b": v, "recall_at_1_b_to_a": v - 0.1, "chance": 0.1}]}}
+    return {
+      "wic": {
+        "layers": [
+          {"layer": 0, "val_accuracy": 0.6, "test_accuracy": v - 0.1},
+          {"layer": 2, "val_accuracy": 0.7, "test_accuracy": v},
+        ],
+        "baseline": 0.5,
+        "counts": {"test": {"pairs": 10}},
+      },
+      "sentiment": {"test_accuracy": v, "majority_test_accuracy": 0.6, "counts": {"test": 10}},
+      "xling": {"pairs": [{"recall_at_1_a_to_b": v, "recall_at_1_b_to_a": v - 0.1, "chance": 0.1}]},
+    }
+
   return quality
 
 
@@ -50,18 +73,32 @@ def students(teacher_params, tmp_path_factory):  # noqa: F811
     c.data.corpora = ("wordnet",)
     if name == "performer":
       c.stage2.steps = 0
-    lz.linearize(c, root / name, progress=False, teacher=(TEACHER_CFG, teacher_params, ByteTokenizer(), INFO),
-                 data=data)
+    lz.linearize(
+      c, root / name, progress=False, teacher=(TEACHER_CFG, teacher_params, ByteTokenizer(), INFO), data=data
+    )
   return root
 
 
 def test_retained_is_the_fraction_of_the_teachers_gap_over_chance():
-  teacher = {"headline": {"wic_test_best_val_layer": 0.9, "sentiment_test": 0.9, "xling_recall_at_1": 0.85,
-                          "wic_test_last_layer": 0.8},
-             "wic": {"baseline": 0.5}, "sentiment": {"majority_test_accuracy": 0.6},
-             "xling": {"pairs": [{"chance": 0.1}, {"chance": 0.3}]}}
-  student = {"headline": {"wic_test_best_val_layer": 0.8, "sentiment_test": 0.7, "xling_recall_at_1": 0.2,
-                          "wic_test_last_layer": 0.8}}
+  teacher = {
+    "headline": {
+      "wic_test_best_val_layer": 0.9,
+      "sentiment_test": 0.9,
+      "xling_recall_at_1": 0.85,
+      "wic_test_last_layer": 0.8,
+    },
+    "wic": {"baseline": 0.5},
+    "sentiment": {"majority_test_accuracy": 0.6},
+    "xling": {"pairs": [{"chance": 0.1}, {"chance": 0.3}]},
+  }
+  student = {
+    "headline": {
+      "wic_test_best_val_layer": 0.8,
+      "sentiment_test": 0.7,
+      "xling_recall_at_1": 0.2,
+      "wic_test_last_layer": 0.8,
+    }
+  }
   r = retention.retained(student, teacher)
   assert r["wic_test_best_val_layer"] == pytest.approx(0.3 / 0.4)
   assert r["sentiment_test"] == pytest.approx(0.1 / 0.3)
@@ -81,8 +118,12 @@ def test_extended_positions_tile_the_table_and_keep_short_inputs(teacher_params)
   np.testing.assert_array_equal(tiled[64:], table[:16])
   assert retention.extend_positions(TEACHER_CFG, variables, 32) == (TEACHER_CFG, variables)
   tokens = np.arange(5, 25, dtype=np.int32)[None]  # within the original table, the output is unchanged
-  out = [Embedder(c, v, ByteTokenizer(), max_tokens=c.max_len, add_cls=False, add_sep=False)._forward(
-    v, tokens, np.array([20], np.int32), layers=(-1,)) for c, v in ((TEACHER_CFG, variables), (cfg, ext))]
+  out = [
+    Embedder(c, v, ByteTokenizer(), max_tokens=c.max_len, add_cls=False, add_sep=False)._forward(
+      v, tokens, np.array([20], np.int32), layers=(-1,)
+    )
+    for c, v in ((TEACHER_CFG, variables), (cfg, ext))
+  ]
   np.testing.assert_allclose(np.asarray(out[0]), np.asarray(out[1]), atol=1e-6)
 
 
@@ -108,8 +149,13 @@ def test_report_runs_caches_and_writes(teacher_params, students, tmp_path, monke
   dirs = [students / "hedgehog", students / "performer"]
   kwargs = dict(workdir=tmp_path / "cache", rows_per_corpus=4, lengths=(16, 64), teacher=teacher, log=lambda m: None)
   result = retention.run(dirs, **kwargs)
-  assert calls == ["tiny", "hedgehog (untrained swap)", "hedgehog (distilled)", "performer (untrained swap)",
-                   "performer (distilled)"]
+  assert calls == [
+    "tiny",
+    "hedgehog (untrained swap)",
+    "hedgehog (distilled)",
+    "performer (untrained swap)",
+    "performer (distilled)",
+  ]
   entries = {e["name"]: e for e in result["entries"]}
   assert [e["role"] for e in result["entries"]] == ["teacher", "swap", "student", "swap", "student"]
   student, swap = entries["hedgehog (distilled)"], entries["hedgehog (untrained swap)"]
@@ -126,8 +172,13 @@ def test_report_runs_caches_and_writes(teacher_params, students, tmp_path, monke
   assert curves["performer"]["train"]["step"] == []
   speed = result["speed"]
   assert [(r["model"], r["length"], r["beyond_trained"]) for r in speed] == [
-    ("tiny", 16, False), ("hedgehog (distilled)", 16, False), ("performer (distilled)", 16, False),
-    ("tiny", 64, True), ("hedgehog (distilled)", 64, True), ("performer (distilled)", 64, True)]
+    ("tiny", 16, False),
+    ("hedgehog (distilled)", 16, False),
+    ("performer (distilled)", 16, False),
+    ("tiny", 64, True),
+    ("hedgehog (distilled)", 64, True),
+    ("performer (distilled)", 64, True),
+  ]
   assert all(r["fwd_s"] > 0 and r["memory_bytes"] > 0 for r in speed)
   assert speed[3]["temp_bytes"] > speed[0]["temp_bytes"]  # softmax scores grow with length
 
@@ -140,22 +191,39 @@ def test_report_runs_caches_and_writes(teacher_params, students, tmp_path, monke
   assert calls == ["hedgehog (distilled)"]
 
   paths = retention.write(result, tmp_path / "out", "lin")
-  assert {p.name for p in paths.values()} == {"lin.json", "lin.md", "lin_distill.png", "lin_attention.png",
-                                              "lin_speed.png"}
+  assert {p.name for p in paths.values()} == {
+    "lin.json",
+    "lin.md",
+    "lin_distill.png",
+    "lin_attention.png",
+    "lin_speed.png",
+  }
   md = paths["md"].read_text()
   assert "Kept the most (mean retained): **hedgehog**" in md and "| hedgehog (distilled) |" in md
   assert "64* ms / MiB" in md and json.loads(paths["json"].read_text())["teacher"] == "tiny"
 
 
-@pytest.mark.parametrize("argv, message", [
-  (["--student", "/nonexistent/run"], "is not a directory; expected a workdir of research linearize"),
-  (["--student", "{tmp}"], "has no summary.json/provenance.json: not a finished run"),
-  (["--student", "{tmp}", "--lengths", "512,x"], "--lengths '512,x'; expected comma-separated integers"),
-  (["--student", "{tmp}", "--name", "a/b"], "--name 'a/b'; expected a plain file stem"),
-])
+@pytest.mark.parametrize(
+  "argv, message",
+  [
+    (["--student", "/nonexistent/run"], "is not a directory; expected a workdir of research linearize"),
+    (["--student", "{tmp}"], "has no summary.json/provenance.json: not a finished run"),
+    (["--student", "{tmp}", "--lengths", "512,x"], "--lengths '512,x'; expected comma-separated integers"),
+    (["--student", "{tmp}", "--name", "a/b"], "--name 'a/b'; expected a plain file stem"),
+  ],
+)
 def test_cli_bad_input_is_one_error_line(argv, message, tmp_path, capsys):
-  rc = main(["eval", "retention", "--workdir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"),
-             *[a.replace("{tmp}", str(tmp_path)) for a in argv]])
+  rc = main(
+    [
+      "eval",
+      "retention",
+      "--workdir",
+      str(tmp_path / "cache"),
+      "--out",
+      str(tmp_path / "out"),
+      *[a.replace("{tmp}", str(tmp_path)) for a in argv],
+    ]
+  )
   err = capsys.readouterr().err
   assert rc == 2 and message in err and err.count("\n") == 1
   assert not (tmp_path / "out").exists()
@@ -168,8 +236,19 @@ def test_unfinished_or_mixed_students_are_clear_errors(tmp_path):
   (run / "provenance.json").write_text(json.dumps({"config": {"seed": 0, "data": {}}}))
   with pytest.raises(ValueError, match="stopped at step 7 before the end; resume it"):
     retention.read_student(run)
-  make = lambda fm, pct: retention.Student(run, "minilm", fm, {}, 0, 1, {"corpora": ["wordnet"],  # noqa: E731
-                                                                         "held_out_percent": pct}, {})
+  make = lambda fm, pct: retention.Student(
+    run,
+    "minilm",
+    fm,
+    {},
+    0,
+    1,
+    {
+      "corpora": ["wordnet"],  # noqa: E731
+      "held_out_percent": pct,
+    },
+    {},
+  )
   with pytest.raises(ValueError, match="different corpora/held-out splits"):
     retention._check_students([make("hedgehog", 5.0), make("based", 10.0)])
   with pytest.raises(ValueError, match="two students share a feature map"):

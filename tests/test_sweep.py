@@ -15,8 +15,10 @@ from research import sweep
 from research.config import apply_overrides, load_config
 from research.train.loop import TrainingDiverged
 
-SPEC = ("experiments/listops.py:data.num_train=64,data.num_val=16,data.num_test=16,steps=2,train.eval_every=2,"
-        "model.d_model=32,model.mlp_dim=64,model.num_layers=1,batch_size=8,train.eval_batch_size=16")
+SPEC = (
+  "experiments/listops.py:data.num_train=64,data.num_val=16,data.num_test=16,steps=2,train.eval_every=2,"
+  "model.d_model=32,model.mlp_dim=64,model.num_layers=1,batch_size=8,train.eval_batch_size=16"
+)
 
 
 def val_of(lr: float) -> float:
@@ -37,8 +39,14 @@ class FakeTrain:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "provenance.json").write_text(json.dumps({"config": config.to_dict()}, default=str))
-    summary = {"variant": config.model.attention, "seed": config.seed, "test_accuracy": 0.5, "wall_s": 0.0,
-               "val_accuracy": self.val(config.train.learning_rate), "lr_used": config.train.learning_rate}
+    summary = {
+      "variant": config.model.attention,
+      "seed": config.seed,
+      "test_accuracy": 0.5,
+      "wall_s": 0.0,
+      "val_accuracy": self.val(config.train.learning_rate),
+      "lr_used": config.train.learning_rate,
+    }
     (workdir / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -48,27 +56,33 @@ def test_plan_is_the_cross_product_with_grid_axes_from_repeated_keys():
   runs = sweep.plan(SPEC, "softmax,linear", 2, sets)
   assert len(runs) == 2 * 2 * 2 and len({r.name for r in runs}) == len(runs)
   assert {(r.variant, r.seed, dict(r.overrides)["data.max_depth"]) for r in runs} == {
-    (v, s, d) for v in ("softmax", "linear") for s in (0, 1) for d in (2, 3)}
+    (v, s, d) for v in ("softmax", "linear") for s in (0, 1) for d in (2, 3)
+  }
   assert all(dict(r.overrides)["train.num_steps"] == 3 for r in runs)  # the alias is resolved
   config = runs[0].config(SPEC)
   assert (config.model.attention, config.seed, config.train.num_steps) == (runs[0].variant, runs[0].seed, 3)
   assert config.data.max_depth == dict(runs[0].overrides)["data.max_depth"]
   # one --set may tie keys: they move together along one axis
   tied = sweep.plan(SPEC, "softmax", 1, ["data.max_depth=2,data.max_args=3", "data.max_depth=3,data.max_args=4"])
-  assert [dict(r.overrides) for r in tied] == [{"data.max_depth": 2, "data.max_args": 3},
-                                               {"data.max_depth": 3, "data.max_args": 4}]
+  assert [dict(r.overrides) for r in tied] == [
+    {"data.max_depth": 2, "data.max_args": 3},
+    {"data.max_depth": 3, "data.max_args": 4},
+  ]
   assert sweep.plan(SPEC, ["softmax"], 1)[0].name == "softmax-seed0"
 
 
-@pytest.mark.parametrize("sets,variants,match", [
-  (["data.nope=1"], "softmax", "data.nope"),                      # unknown key
-  (["data.max_depth='deep'"], "softmax", "deep"),                  # wrong type
-  (["steps=0"], "softmax", "num_steps must be positive, got 0"),  # caught by train.loop.validate
-  (["data.max_depth=0"], "softmax", "max_depth"),                  # caught by the task's Config
-  (["attention=linear"], "softmax", "--variants"),
-  (["data.max_depth=2", "data.max_depth=3,data.max_args=4"], "softmax", "max_depth"),  # key on two axes
-  ([], "softmax,softmaxx", "softmaxx"),
-])
+@pytest.mark.parametrize(
+  "sets,variants,match",
+  [
+    (["data.nope=1"], "softmax", "data.nope"),  # unknown key
+    (["data.max_depth='deep'"], "softmax", "deep"),  # wrong type
+    (["steps=0"], "softmax", "num_steps must be positive, got 0"),  # caught by train.loop.validate
+    (["data.max_depth=0"], "softmax", "max_depth"),  # caught by the task's Config
+    (["attention=linear"], "softmax", "--variants"),
+    (["data.max_depth=2", "data.max_depth=3,data.max_args=4"], "softmax", "max_depth"),  # key on two axes
+    ([], "softmax,softmaxx", "softmaxx"),
+  ],
+)
 def test_bad_input_fails_before_anything_trains(sets, variants, match):
   with pytest.raises(ValueError, match=match):
     sweep.plan(SPEC, variants, 2, sets)
@@ -108,7 +122,8 @@ def test_lr_is_selected_on_validation_and_seed_zero_is_reused(tmp_path):
   assert len(fake.calls) == len(runs) and len(set(fake.calls)) == len(runs)
   final = sweep.summaries(records)
   assert sorted((s["variant"], s["seed"], s["lr"]) for s in final) == sorted(
-    (v, s, 1e-3) for v in ("softmax", "linear") for s in range(3))
+    (v, s, 1e-3) for v in ("softmax", "linear") for s in range(3)
+  )
   assert all(s["lr_used"] == 1e-3 for s in final)
   seed0 = [r for r in records if r["final"] and r["seed"] == 0]
   assert {r["name"] for r in seed0} == {"softmax-lr0.001-seed0", "linear-lr0.001-seed0"}  # the stage-1 runs
@@ -120,8 +135,9 @@ def test_lr_is_selected_on_validation_and_seed_zero_is_reused(tmp_path):
   with pytest.raises(ValueError, match="no LR-search run"):  # stage 2 cannot run before stage 1
     sweep.execute(runs[::-1], SPEC, tmp_path, train_fn=fake)
   tied = FakeTrain(val=lambda lr: 0.5)  # ties -> the smaller rate
-  records = sweep.execute(sweep.plan(SPEC, "softmax", 2, lr_grid=grid), SPEC, tmp_path / "tie", train_fn=tied,
-                          log=lambda s: None)
+  records = sweep.execute(
+    sweep.plan(SPEC, "softmax", 2, lr_grid=grid), SPEC, tmp_path / "tie", train_fn=tied, log=lambda s: None
+  )
   assert {r["lr"] for r in records if r["final"]} == {1e-4} and len(tied.calls) == 5
 
 
@@ -134,10 +150,14 @@ def test_a_diverged_rate_is_recorded_and_left_out_of_the_selection(tmp_path):
       return super().__call__(config, workdir, progress)
 
   fake = Diverging(val=lambda lr: lr)  # the largest rate would win, but it diverges
-  records = sweep.execute(sweep.plan(SPEC, "softmax", 2, lr_grid=(1e-3, 3e-3)), SPEC, tmp_path, train_fn=fake,
-                          log=lambda s: None)
+  records = sweep.execute(
+    sweep.plan(SPEC, "softmax", 2, lr_grid=(1e-3, 3e-3)), SPEC, tmp_path, train_fn=fake, log=lambda s: None
+  )
   assert [(r["lr"], r["status"], r["final"]) for r in records] == [
-    (1e-3, "done", True), (3e-3, "diverged", False), (1e-3, "done", True)]
+    (1e-3, "done", True),
+    (3e-3, "diverged", False),
+    (1e-3, "done", True),
+  ]
   assert records[0]["lr_selection"]["val_accuracy"] == {"0.001": 1e-3, "0.003": None}
 
 
@@ -172,9 +192,14 @@ def test_match_params_picks_the_closest_width(tmp_path):
     for d in (config.model.d_model - step, config.model.d_model + step):  # no neighbouring width is closer
       neighbour = apply_overrides(sweep.Run(variant, 0).config(SPEC), {"model.d_model": d, "model.mlp_dim": 2 * d})
       assert abs(sweep.count_params(neighbour) / reference - 1) >= gap
-    assert dict(run.matched) == {"reference": "softmax", "reference_params": reference, "params": params,
-                                 "rel_diff": pytest.approx(params / reference - 1, abs=1e-6),
-                                 "d_model": config.model.d_model, "mlp_dim": config.model.mlp_dim}
+    assert dict(run.matched) == {
+      "reference": "softmax",
+      "reference_params": reference,
+      "params": params,
+      "rel_diff": pytest.approx(params / reference - 1, abs=1e-6),
+      "d_model": config.model.d_model,
+      "mlp_dim": config.model.mlp_dim,
+    }
     assert config.model.d_model % step == 0
     assert config.model.mlp_dim == 2 * config.model.d_model  # the configured mlp_dim/d_model ratio
   assert by_variant["synthesizer"].config(SPEC).model.d_model < 32

@@ -89,7 +89,7 @@ def _neighbours(x_BxLx___: jax.Array, offsets: list[int], fill=0) -> jax.Array:
   length = x_BxLx___.shape[1]
   pad = [(0, 0), (lo, hi)] + [(0, 0)] * (x_BxLx___.ndim - 2)
   x_pad = jnp.pad(x_BxLx___, pad, constant_values=fill)
-  return jnp.stack([x_pad[:, lo + o:lo + o + length] for o in offsets], axis=2)
+  return jnp.stack([x_pad[:, lo + o : lo + o + length] for o in offsets], axis=2)
 
 
 def window_correction(qt_BxLxHxF, kt_BxSxHxF, v_BxSxHxD, segments: Segments, *, window: int, causal: bool):
@@ -122,14 +122,18 @@ def with_window(phi_q_BxLxHxF, phi_k_BxLxHxF, v_BxLxHxD, m_BxLxH, cv_BxLxHxD, c_
   f = phi_q_BxLxHxF.shape[-1]
   phi_q = jnp.concatenate([phi_q_BxLxHxF * jnp.exp(-m_BxLxH)[..., None], cv_BxLxHxD, c_BxLxH[..., None]], axis=-1)
   phi_k = jnp.concatenate([phi_k_BxLxHxF, jnp.zeros((b, length, h, d + 1), phi_k_BxLxHxF.dtype)], axis=-1)
-  kv0_FxD = jnp.zeros((f + d + 1, d), jnp.float32).at[f:f + d].set(jnp.eye(d, dtype=jnp.float32))
+  kv0_FxD = jnp.zeros((f + d + 1, d), jnp.float32).at[f : f + d].set(jnp.eye(d, dtype=jnp.float32))
   z0_F = jnp.zeros((f + d + 1,), jnp.float32).at[f + d].set(1.0)
   return phi_q, phi_k, (jnp.broadcast_to(kv0_FxD, (b, h, f + d + 1, d)), jnp.broadcast_to(z0_F, (b, h, f + d + 1)))
 
 
 @register(
-  "based", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N d'^2 d)",
+  "based",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N d'^2 d)",
   # (kv, z) per head with the default d' = 16: F = 1 + 16 + 256 = 273 (a window w adds a 2·w·D KV cache per head)
   state_size=lambda L, H, D: 4 * H * feature_size(16) * (D + 1),
   paper="Arora et al. 2024, arXiv:2402.18668",
@@ -178,7 +182,13 @@ class BasedAttention(nn.Module):
       correction = window_correction(qt, kt, v, segments, window=self.cfg.window, causal=causal)
       phi_q, phi_k, initial_state = with_window(phi_q, phi_k, v, *correction)
     out, _ = linear_attention(
-      phi_q, phi_k, v, causal=causal, eps=self.cfg.eps, form=self.cfg.causal_form, chunk_size=self.cfg.chunk_size,
+      phi_q,
+      phi_k,
+      v,
+      causal=causal,
+      eps=self.cfg.eps,
+      form=self.cfg.causal_form,
+      chunk_size=self.cfg.chunk_size,
       initial_state=initial_state,
     )
     return zero_padding(out.astype(v.dtype), segments)

@@ -73,8 +73,8 @@ def block_pattern(
       candidates = blocks[eligible]
       if num_random and candidates.size:
         chosen += np.sort(rng.choice(candidates, size=min(num_random, candidates.size), replace=False)).tolist()
-      idx[h, m, :len(chosen)] = chosen
-      valid[h, m, :len(chosen)] = True
+      idx[h, m, : len(chosen)] = chosen
+      valid[h, m, : len(chosen)] = True
   idx.setflags(write=False)
   valid.setflags(write=False)
   return idx, valid
@@ -101,24 +101,31 @@ def bigbird_attention(q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, segments: Segments, *, cf
   to_bh = lambda x: jnp.transpose(x, (0, 2, 1, 3))  # noqa: E731  BxLxHxD -> BxHxLxD
 
   # global query blocks: dense against the whole row, O(n_g·b·N)
-  mask_BxGxLp = (seg_BxLp[:, :ng * c, None] == seg_BxLp[:, None, :]) & (seg_BxLp[:, None, :] > 0)
+  mask_BxGxLp = (seg_BxLp[:, : ng * c, None] == seg_BxLp[:, None, :]) & (seg_BxLp[:, None, :] > 0)
   if causal:
-    mask_BxGxLp &= pos_Lp[None, None, :] <= pos_Lp[None, :ng * c, None]
+    mask_BxGxLp &= pos_Lp[None, None, :] <= pos_Lp[None, : ng * c, None]
   k_BxHxLpxD, v_BxHxLpxD = (x.reshape(b, h, n * c, -1) for x in (k_BxHxNxCxD, v_BxHxNxCxD))
-  o_glob_BxHxGxD, _ = attend(q_BxHxNxCxD[:, :, :ng].reshape(b, h, ng * c, q_BxLxHxD.shape[-1]), k_BxHxLpxD, v_BxHxLpxD,
-                             mask_BxGxLp[:, None])
+  o_glob_BxHxGxD, _ = attend(
+    q_BxHxNxCxD[:, :, :ng].reshape(b, h, ng * c, q_BxLxHxD.shape[-1]), k_BxHxLpxD, v_BxHxLpxD, mask_BxGxLp[:, None]
+  )
   if ng == n:
     o_BxHxLpxD = o_glob_BxHxGxD
   else:
     # the other query blocks: gather their key blocks, O(N·b·K)
     idx_np, valid_np = block_pattern(
-      n, h, num_global=ng, window_blocks=cfg.window_blocks, num_random=cfg.num_random_blocks, seed=cfg.seed,
+      n,
+      h,
+      num_global=ng,
+      window_blocks=cfg.window_blocks,
+      num_random=cfg.num_random_blocks,
+      seed=cfg.seed,
       causal=causal,
     )
     idx_HxMxK, kk = jnp.asarray(idx_np), idx_np.shape[-1]
     head_Hx1x1 = jnp.arange(h)[:, None, None]
-    k_BxHxMxKCxD, v_BxHxMxKCxD = (x[:, head_Hx1x1, idx_HxMxK].reshape(b, h, n - ng, kk * c, -1)
-                                  for x in (k_BxHxNxCxD, v_BxHxNxCxD))
+    k_BxHxMxKCxD, v_BxHxMxKCxD = (
+      x[:, head_Hx1x1, idx_HxMxK].reshape(b, h, n - ng, kk * c, -1) for x in (k_BxHxNxCxD, v_BxHxNxCxD)
+    )
     seg_BxNxC = seg_BxLp.reshape(b, n, c)
     segk_BxHxMxKC = seg_BxNxC[:, idx_HxMxK].reshape(b, h, n - ng, kk * c)
     segq_Bx1xMxC = seg_BxNxC[:, None, ng:]
@@ -130,7 +137,7 @@ def bigbird_attention(q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, segments: Segments, *, cf
     )
     if causal:
       kpos_HxMxKC = (idx_HxMxK[..., None] * c + jnp.arange(c)).reshape(h, n - ng, kk * c)
-      qpos_MxC = pos_Lp[ng * c:].reshape(n - ng, c)
+      qpos_MxC = pos_Lp[ng * c :].reshape(n - ng, c)
       mask_BxHxMxCxKC &= (kpos_HxMxKC[:, :, None, :] <= qpos_MxC[None, :, :, None])[None]
     o_BxHxMxCxD, _ = attend(q_BxHxNxCxD[:, :, ng:], k_BxHxMxKCxD, v_BxHxMxKCxD, mask_BxHxMxCxKC)
     o_BxHxLpxD = jnp.concatenate([o_glob_BxHxGxD, o_BxHxMxCxD.reshape(b, h, (n - ng) * c, -1)], axis=2)
@@ -145,7 +152,12 @@ def bigbird_mask(segments: Segments, num_heads: int, *, cfg, causal: bool) -> ja
   n = -(-length // c)
   ng = min(cfg.num_global_blocks, n)
   idx, valid = block_pattern(
-    n, num_heads, num_global=ng, window_blocks=cfg.window_blocks, num_random=cfg.num_random_blocks, seed=cfg.seed,
+    n,
+    num_heads,
+    num_global=ng,
+    window_blocks=cfg.window_blocks,
+    num_random=cfg.num_random_blocks,
+    seed=cfg.seed,
     causal=causal,
   )
   blocks_HxNxN = block_mask(n, idx, valid, ng)
@@ -155,8 +167,12 @@ def bigbird_mask(segments: Segments, num_heads: int, *, cfg, causal: bool) -> ja
 
 
 @register(
-  "bigbird", supports_causal=True, supports_packing=False, length_invariant=False,
-  positions=("learned", "rope"), complexity="O(N b (g + w + r) d)",
+  "bigbird",
+  supports_causal=True,
+  supports_packing=False,
+  length_invariant=False,
+  positions=("learned", "rope"),
+  complexity="O(N b (g + w + r) d)",
   # score tiles at the defaults (b = 8, 1 global + 3 window + 1 random blocks) + the global rows b×N
   state_size=lambda L, H, D: 4 * H * (L * 5 * 8 + 8 * L),
   paper="Zaheer et al. 2020, arXiv:2007.14062",

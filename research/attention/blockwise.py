@@ -114,9 +114,10 @@ def dense_weights(
 ) -> jax.Array:
   """The oracle: materialised fp32 softmax weights BxHxLxS over `mask` (zero rows where nothing is admissible)."""
   scale = q_BxLxHxD.shape[-1] ** -0.5
-  s = jnp.einsum(
-    "blhd,bshd->bhls", q_BxLxHxD.astype(F32), k_BxSxHxD.astype(F32), precision=jax.lax.Precision.HIGHEST
-  ) * scale
+  s = (
+    jnp.einsum("blhd,bshd->bhls", q_BxLxHxD.astype(F32), k_BxSxHxD.astype(F32), precision=jax.lax.Precision.HIGHEST)
+    * scale
+  )
   if bias_BxHxLxS is not None:
     s = s + bias_BxHxLxS
   w = jax.nn.softmax(jnp.where(mask_BxHxLxS, s, -jnp.inf), axis=-1, where=mask_BxHxLxS)

@@ -62,8 +62,12 @@ def cosformer_features(q_BxLxHxD, k_BxLxHxD, segments: Segments, *, causal: bool
 
 
 @register(
-  "cosformer", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N d^2)",
+  "cosformer",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N d^2)",
   state_size=lambda L, H, D: 4 * H * (2 * D * D + 2 * D),  # (kv, z) per head, F = 2D
   paper="Qin et al. 2022, arXiv:2202.08791",
 )

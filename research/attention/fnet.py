@@ -99,8 +99,12 @@ def fourier_mix(v_BxLxHxD: jax.Array, segments: Segments, *, feature_fft: str, n
 
 
 @register(
-  "fnet", supports_causal=False, supports_packing=False, length_invariant=True,
-  positions=("learned",), complexity="O(N log N d)",
+  "fnet",
+  supports_causal=False,
+  supports_packing=False,
+  length_invariant=True,
+  positions=("learned",),
+  complexity="O(N log N d)",
   state_size=lambda L, H, D: 8 * fft_size(L) * H * D,  # the complex64 length-M Bluestein buffer
   paper="Lee-Thorp et al. 2022, arXiv:2105.03824",
   implied_weights=False,
@@ -131,4 +135,3 @@ class FNetMixing(nn.Module):
       "fnet has no implied attention matrix: Fourier mixing transforms v over the sequence and channel axes "
       "together, so it is not a per-head weighted sum of values"
     )
-

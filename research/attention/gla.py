@@ -51,7 +51,8 @@ class LowRankGate(nn.Module):
   def __call__(self, k_BxLxHxD: jax.Array) -> jax.Array:
     h, d = k_BxLxHxD.shape[-2:]
     init = lambda in_axis, out_axis, axes: nn.with_logical_partitioning(  # noqa: E731
-      nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis), axes)
+      nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis), axes
+    )
     w_down = self.param("down", init((0, 1), 2, ("heads", "kv", None)), (h, d, self.rank))
     w_up = self.param("up", init(0, (1, 2), (None, "heads", "kv")), (self.rank, h, d))
     bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("heads", "kv")), (h, d))
@@ -61,8 +62,12 @@ class LowRankGate(nn.Module):
 
 
 @register(
-  "gla", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N d^2)",
+  "gla",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N d^2)",
   state_size=lambda L, H, D: 4 * H * D * D,  # S_t per head; packing resets it, no per-segment blocks
   paper="Yang et al. 2024, arXiv:2312.06635",
 )
@@ -82,9 +87,7 @@ class GatedLinearAttention(nn.Module):
         if getattr(self, name) <= 0:
           raise ValueError(f"gla {name} must be positive, got {getattr(self, name)}")
       if self.chunk_size % self.sub_chunk_size:
-        raise ValueError(
-          f"gla chunk_size={self.chunk_size} must be a multiple of sub_chunk_size={self.sub_chunk_size}"
-        )
+        raise ValueError(f"gla chunk_size={self.chunk_size} must be a multiple of sub_chunk_size={self.sub_chunk_size}")
       for name in ("gate_temperature", "norm_eps"):
         if not getattr(self, name) > 0:
           raise ValueError(f"gla {name} must be > 0, got {getattr(self, name)}")
@@ -112,7 +115,9 @@ class GatedLinearAttention(nn.Module):
       mask_padding(v.astype(jnp.float32), segments),
       segment_log_decay(g_BxLxHxD, segments),
       g_backward_BxLxHxG=segment_log_decay(g_BxLxHxD, segments, reverse=True),
-      causal=causal, form=self.cfg.causal_form, chunk_size=self.cfg.chunk_size,
+      causal=causal,
+      form=self.cfg.causal_form,
+      chunk_size=self.cfg.chunk_size,
       sub_chunk_size=self.cfg.sub_chunk_size,
     )
     return out

@@ -98,8 +98,12 @@ def attention_distillation_loss(
 
 
 @register(
-  "hedgehog", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N d^2)",
+  "hedgehog",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N d^2)",
   state_size=lambda L, H, D: 4 * H * (2 * D * D + 2 * D),  # (kv, z) per head with F = 2D (default F' = D)
   paper="Zhang et al. 2024, arXiv:2402.04347",
 )

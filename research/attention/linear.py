@@ -143,7 +143,9 @@ def _causal_chunked(phi_q, phi_k, v, state: State, eps, chunk_size):
 def linear_weights(phi_q_BxLxHxF, phi_k_BxSxHxF, *, causal: bool, eps: float | None) -> jax.Array:
   """Implied fp32 weights BxHxLxS: the normalised φ(q)φ(k)ᵀ (same eps as the fast path; raw if eps=None)."""
   a = jnp.einsum(
-    "blhf,bshf->bhls", phi_q_BxLxHxF.astype(jnp.float32), phi_k_BxSxHxF.astype(jnp.float32),
+    "blhf,bshf->bhls",
+    phi_q_BxLxHxF.astype(jnp.float32),
+    phi_k_BxSxHxF.astype(jnp.float32),
     precision=jax.lax.Precision.HIGHEST,
   )
   if causal:
@@ -158,8 +160,12 @@ def rms_norm_heads(out_BxLxHxD: jax.Array, eps: float = 1e-6) -> jax.Array:
 
 
 @register(
-  "linear", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N d^2)",
+  "linear",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N d^2)",
   state_size=lambda L, H, D: 4 * H * (D * D + D),  # (kv, z) per head, elu+1 keeps F = D
   paper="Katharopoulos et al. 2020, arXiv:2006.16236",
 )

@@ -81,8 +81,12 @@ class LinformerProjections(nn.Module):
 
 
 @register(
-  "linformer", supports_causal=False, supports_packing=False, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N k d)",
+  "linformer",
+  supports_causal=False,
+  supports_packing=False,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N k d)",
   state_size=lambda L, H, D: 4 * H * (L * 256 + 2 * 256 * D),  # LxP scores + (Ek, Fv) at the default k = 256
   paper="Wang et al. 2020, arXiv:2006.04768",
 )

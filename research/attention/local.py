@@ -73,8 +73,12 @@ def local_weights(q, k, segments: Segments, *, window: int, causal: bool) -> jax
 
 
 @register(
-  "local", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N w d)",
+  "local",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N w d)",
   state_size=lambda L, H, D: 4 * H * L * 3 * DEFAULT_WINDOW,  # score tiles N·C·3C at the default C = w = 16
   paper="Beltagy et al. 2020 (sliding window), arXiv:2004.05150",
 )

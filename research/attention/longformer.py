@@ -102,8 +102,12 @@ def longformer_mask(segments: Segments, *, window: int, global_positions, causal
 
 
 @register(
-  "longformer", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N (w + g) d)",
+  "longformer",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N (w + g) d)",
   # window score tiles N·C·3C (C = w = 16) + the L×g and g×L global scores with g = 1
   state_size=lambda L, H, D: 4 * H * (3 * L * DEFAULT_WINDOW + 2 * L),
   paper="Beltagy et al. 2020, arXiv:2004.05150",
@@ -125,8 +129,12 @@ class LongformerAttention(nn.Module):
       if isinstance(self.global_positions, list):  # e.g. from a YAML/JSON override
         object.__setattr__(self, "global_positions", tuple(self.global_positions))
       gp = self.global_positions
-      if (not isinstance(gp, tuple) or not gp or len(set(gp)) != len(gp)
-          or not all(isinstance(p, int) and p >= 0 for p in gp)):
+      if (
+        not isinstance(gp, tuple)
+        or not gp
+        or len(set(gp)) != len(gp)
+        or not all(isinstance(p, int) and p >= 0 for p in gp)
+      ):
         raise ValueError(
           f"longformer global_positions must be a non-empty tuple of distinct ints >= 0 (positions inside each "
           f"sequence, e.g. (0,) for [CLS]), got {gp!r}"

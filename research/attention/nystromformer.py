@@ -99,8 +99,12 @@ def nystrom_factors(q_BxLxHxD, k_BxSxHxD, segments: Segments, *, num_landmarks: 
 
 
 @register(
-  "nystromformer", supports_causal=False, supports_packing=False, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N m d)",
+  "nystromformer",
+  supports_causal=False,
+  supports_packing=False,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N m d)",
   state_size=lambda L, H, D: 4 * H * (2 * L * 64 + 64 * 64 + 64 * D),  # F, B, A⁺, B v at the default m = 64
   paper="Xiong et al. 2021, arXiv:2102.03902",
 )

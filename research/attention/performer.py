@@ -104,8 +104,15 @@ def _segment_max(x_BxLxH: jax.Array, segments: Segments, running: bool) -> jax.A
 
 
 def favor_features(
-  q_BxLxHxD: jax.Array, k_BxLxHxD: jax.Array, w_FxD: jax.Array, segments: Segments, *, causal: bool,
-  kernel: str = "softmax", kernel_eps: float = 1e-3, chunk_size: int = 64,
+  q_BxLxHxD: jax.Array,
+  k_BxLxHxD: jax.Array,
+  w_FxD: jax.Array,
+  segments: Segments,
+  *,
+  causal: bool,
+  kernel: str = "softmax",
+  kernel_eps: float = 1e-3,
+  chunk_size: int = 64,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
   """(φ̃(q), φ̃(k), key reference μ_BxLxH or None): stabilised, segment-expanded features BxLxHx(G·F).
 
@@ -202,7 +209,8 @@ def causal_key_sums(phi_k_BxLxHxF: jax.Array, ref_BxLxH: jax.Array, *, chunk_siz
     _, z_BxHxF, r_BxHxF = carry
     k_BxCxHxF, ref_BxCxH, col_ref_BxCxHxF = xs
     z_BxCxHxF = jnp.einsum("bhcs,bshf->bchf", _pair_decay(ref_BxCxH), k_BxCxHxF) + _read_scale(
-      z_BxHxF[:, None], r_BxHxF, ref_BxCxH)
+      z_BxHxF[:, None], r_BxHxF, ref_BxCxH
+    )
     return _absorb(carry, k_BxCxHxF, None, col_ref_BxCxHxF), z_BxCxHxF
 
   init = (jnp.zeros((), jnp.float32), jnp.zeros((b, h, f), jnp.float32), jnp.full((b, h, f), NEG, jnp.float32))
@@ -235,8 +243,11 @@ def stabilised_causal_attention(
   ref = ref_BxLxH.astype(jnp.float32)
   b, length, h, f = phi_q.shape
   if initial_state is None:
-    initial_state = (jnp.zeros((b, h, f, v.shape[-1]), jnp.float32), jnp.zeros((b, h, f), jnp.float32),
-                     jnp.full((b, h, f), NEG, jnp.float32))
+    initial_state = (
+      jnp.zeros((b, h, f, v.shape[-1]), jnp.float32),
+      jnp.zeros((b, h, f), jnp.float32),
+      jnp.full((b, h, f), NEG, jnp.float32),
+    )
   col_ref = _column_ref(phi_k, ref)
   if form == "parallel":
     kv0, z0, r0 = initial_state
@@ -275,7 +286,9 @@ def _chunked(phi_q, phi_k, ref, col_ref, v, state: StabilisedState, eps, chunk_s
 def stabilised_causal_weights(phi_q_BxLxHxF, phi_k_BxLxHxF, ref_BxLxH, *, eps: float) -> jax.Array:
   """Implied fp32 weights BxHxLxS of `stabilised_causal_attention` (same references, same eps)."""
   a = _pair_weights(
-    phi_q_BxLxHxF.astype(jnp.float32), phi_k_BxLxHxF.astype(jnp.float32), ref_BxLxH.astype(jnp.float32),
+    phi_q_BxLxHxF.astype(jnp.float32),
+    phi_k_BxLxHxF.astype(jnp.float32),
+    ref_BxLxH.astype(jnp.float32),
     precision=jax.lax.Precision.HIGHEST,
   )
   return a / (jnp.sum(a, axis=-1, keepdims=True) + eps)
@@ -304,8 +317,12 @@ class RandomProjection(nn.Module):
 
 
 @register(
-  "performer", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N m d)",
+  "performer",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N m d)",
   state_size=lambda L, H, D: 4 * H * (64 * D + 2 * 64),  # (kv, z, ref) per head at the default m = 64
   paper="Choromanski et al. 2021, arXiv:2009.14794",
 )
@@ -339,7 +356,13 @@ class PerformerAttention(nn.Module):
   def features(self, q, k, segments: Segments, causal: bool):
     w_FxD = self.projection(q.shape[-1])
     return favor_features(
-      q, k, w_FxD, segments, causal=causal, kernel=self.cfg.kernel, kernel_eps=self.cfg.kernel_eps,
+      q,
+      k,
+      w_FxD,
+      segments,
+      causal=causal,
+      kernel=self.cfg.kernel,
+      kernel_eps=self.cfg.kernel_eps,
       chunk_size=self.cfg.chunk_size,
     )
 

@@ -150,8 +150,8 @@ def reformer_attention(q_BxLxHxD, v_BxLxHxD, segments: Segments, rot_HxRxDxK, *,
   kv2 = neighbours(data_s[..., d:], 3, (-1, 0))
   meta2 = neighbours(meta_s, 3, (-1, 0), fill=-1)
   pos_q, pos_k = meta_s[..., 0][..., :, None], meta2[..., 0][..., None, :]  # ...xCx1, ...x1x2C
-  g_q, g_k = meta_s[..., None, 1:1 + r], meta2[..., None, :, 1:1 + r]  # ...xCx1xR, ...x1x2CxR
-  c_q, c_k = meta_s[..., None, 1 + r:], meta2[..., None, :, 1 + r:]
+  g_q, g_k = meta_s[..., None, 1 : 1 + r], meta2[..., None, :, 1 : 1 + r]  # ...xCx1xR, ...x1x2CxR
+  c_q, c_k = meta_s[..., None, 1 + r :], meta2[..., None, :, 1 + r :]
   same_CxKxR = g_q == g_k
   own_round = jnp.eye(r, dtype=bool)[:, None, None, None, :]  # RxNcxCx2CxR': this buffer's round r vs r'
   mask = jnp.any(same_CxKxR & own_round, axis=-1) & (pos_k >= 0) & (pos_k != pos_q)
@@ -207,8 +207,12 @@ class Rotations(nn.Module):
 
 
 @register(
-  "reformer", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N n_h c d + N log N)",
+  "reformer",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N n_h c d + N log N)",
   state_size=lambda L, H, D: 4 * H * 2 * (L + 8 * 7) * 2 * 8,  # score tiles, defaults n_h = 2, b = 8, c = 8
   paper="Kitaev et al. 2020, arXiv:2001.04451",
 )

@@ -64,8 +64,12 @@ def decay_row_scale(segments: Segments, num_heads: int, causal: bool) -> jax.Arr
 
 
 @register(
-  "retention", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N d^2)",
+  "retention",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N d^2)",
   state_size=lambda L, H, D: 4 * H * D * D,  # S_t per head; packing resets it, no per-segment blocks
   paper="Sun et al. 2023, arXiv:2307.08621",
 )
@@ -103,7 +107,10 @@ class Retention(nn.Module):
       mask_padding(v.astype(jnp.float32), segments),
       segment_log_decay(g_BxLxHx1, segments),
       g_backward_BxLxHxG=segment_log_decay(g_BxLxHx1, segments, reverse=True),
-      causal=causal, form=self.cfg.causal_form, chunk_size=self.cfg.chunk_size, sub_chunk_size=1,
+      causal=causal,
+      form=self.cfg.causal_form,
+      chunk_size=self.cfg.chunk_size,
+      sub_chunk_size=1,
     )
     if self.cfg.normalize_decay:
       out = out * decay_row_scale(segments, h, causal)[..., None]

@@ -46,12 +46,21 @@ def softmax_attention(
   if segments.max_segments == 1:
     lengths_B = segments.lengths()
     out = jax.nn.dot_product_attention(
-      q_BxLxHxD, k_BxSxHxD, v_BxSxHxD, is_causal=causal,
-      query_seq_lengths=lengths_B, key_value_seq_lengths=lengths_B, implementation=implementation,
+      q_BxLxHxD,
+      k_BxSxHxD,
+      v_BxSxHxD,
+      is_causal=causal,
+      query_seq_lengths=lengths_B,
+      key_value_seq_lengths=lengths_B,
+      implementation=implementation,
     )
   else:
     out = jax.nn.dot_product_attention(
-      q_BxLxHxD, k_BxSxHxD, v_BxSxHxD, mask=attention_mask(segments, causal), implementation=implementation,
+      q_BxLxHxD,
+      k_BxSxHxD,
+      v_BxSxHxD,
+      mask=attention_mask(segments, causal),
+      implementation=implementation,
     )
   return zero_padding(out, segments)
 
@@ -97,18 +106,27 @@ materialized_attention.defvjp(_materialized_fwd, _materialized_bwd)
 def softmax_weights(q_BxLxHxD, k_BxSxHxD, segments: Segments, *, causal: bool) -> jax.Array:
   """Materialized fp32 attention weights BxHxLxS (zero rows at padded queries)."""
   scale = q_BxLxHxD.shape[-1] ** -0.5
-  logits_BxHxLxS = jnp.einsum(
-    "blhd,bshd->bhls", q_BxLxHxD.astype(jnp.float32), k_BxSxHxD.astype(jnp.float32),
-    precision=jax.lax.Precision.HIGHEST,
-  ) * scale
+  logits_BxHxLxS = (
+    jnp.einsum(
+      "blhd,bshd->bhls",
+      q_BxLxHxD.astype(jnp.float32),
+      k_BxSxHxD.astype(jnp.float32),
+      precision=jax.lax.Precision.HIGHEST,
+    )
+    * scale
+  )
   mask_Bx1xLxS = attention_mask(segments, causal)
   weights = jax.nn.softmax(jnp.where(mask_Bx1xLxS, logits_BxHxLxS, -jnp.inf), axis=-1, where=mask_Bx1xLxS)
   return jnp.where(mask_Bx1xLxS, weights, 0.0)
 
 
 @register(
-  "softmax", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned", "rope"), complexity="O(N^2 d)",
+  "softmax",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned", "rope"),
+  complexity="O(N^2 d)",
   state_size=lambda L, H, D: 4 * H * L * L,  # the materialized LxS score matrix (XLA path)
   paper="Vaswani et al. 2017, arXiv:1706.03762",
 )
@@ -119,8 +137,9 @@ class SoftmaxAttention(nn.Module):
 
     def __post_init__(self):
       if self.implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"softmax implementation {self.implementation!r}; expected one of "
-                         f"{', '.join(map(repr, IMPLEMENTATIONS))}")
+        raise ValueError(
+          f"softmax implementation {self.implementation!r}; expected one of {', '.join(map(repr, IMPLEMENTATIONS))}"
+        )
 
   cfg: Config = Config()
 

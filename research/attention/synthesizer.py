@@ -133,8 +133,9 @@ class SynthesizerLogits(nn.Module):
     cfg = self.cfg
     _, length, h, _ = q_BxLxHxD.shape
     if length > cfg.max_len:
-      raise ValueError(f"synthesizer: sequence length {length} exceeds max_len={cfg.max_len}; raise the mixer "
-                       f"option max_len")
+      raise ValueError(
+        f"synthesizer: sequence length {length} exceeds max_len={cfg.max_len}; raise the mixer option max_len"
+      )
     pos_BxL = _clip_positions(segments, length)
     if cfg.mode == "dense":
       if cfg.factorized:
@@ -162,8 +163,12 @@ class SynthesizerLogits(nn.Module):
 
 
 @register(
-  "synthesizer", supports_causal=True, supports_packing=True, length_invariant=True,
-  positions=("learned",), complexity="O(N^2 d)",
+  "synthesizer",
+  supports_causal=True,
+  supports_packing=True,
+  length_invariant=True,
+  positions=("learned",),
+  complexity="O(N^2 d)",
   state_size=lambda L, H, D: 4 * H * L * L,  # the materialized LxS weights
   paper="Tay et al. 2021, arXiv:2005.00743",
 )

@@ -45,10 +45,34 @@ REFERENCE = "reference"  # jax.nn.dot_product_attention called directly
 HBM_PEAKS = {"H100": 3.35e12, "H200": 4.8e12, "A100": 2.0e12, "TPU v4": 1.2e12, "TPU v5 lite": 0.82e12}  # bytes/s
 DTYPES = ("float32", "bfloat16", "float16")
 SCHEMA_VERSION = 1
-RESULT_FIELDS = ("schema_version", "kind", "spec", "device", "platform", "num_devices", "jax_version", "rows",
-                 "summary")
-ROW_FIELDS = ("variant", "length", "temp_bytes", "memory_bytes", "compile_s", "fwd_s", "fwd_bwd_s", "repeats_done",
-              "custom_calls", "flops", "flops_fwd_bwd", "tflops_s", "tflops_s_fwd_bwd", "gb_s", "gb_s_fwd_bwd")
+RESULT_FIELDS = (
+  "schema_version",
+  "kind",
+  "spec",
+  "device",
+  "platform",
+  "num_devices",
+  "jax_version",
+  "rows",
+  "summary",
+)
+ROW_FIELDS = (
+  "variant",
+  "length",
+  "temp_bytes",
+  "memory_bytes",
+  "compile_s",
+  "fwd_s",
+  "fwd_bwd_s",
+  "repeats_done",
+  "custom_calls",
+  "flops",
+  "flops_fwd_bwd",
+  "tflops_s",
+  "tflops_s_fwd_bwd",
+  "gb_s",
+  "gb_s_fwd_bwd",
+)
 # + ratio_fwd, ratio_fwd_bwd (variants) and hbm_fraction_fwd_bwd (devices with a known HBM peak)
 
 
@@ -124,28 +148,34 @@ def _programs(name: str, spec: Spec, length: int):
   q, k, v = (jax.random.normal(key, shape, jnp.float32).astype(dtype) for key in (kq, kk, kv))
   lengths = jnp.full((spec.batch,), length, jnp.int32)
   if name == REFERENCE:
+
     def apply(variables, q, k, v, lengths):
       del variables, lengths
       return jax.nn.dot_product_attention(q, k, v, is_causal=spec.causal)
+
     variables = {}
   else:
     module = attention.build(name, attention.length_options(name, length))  # as an encoder for `length` would
 
     def apply(variables, q, k, v, lengths):
       return module.apply(variables, q, k, v, Segments.from_lengths(lengths, length), causal=spec.causal)
+
     variables = module.init(kinit, q, k, v, Segments.from_lengths(lengths, length), causal=spec.causal)
-    variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                             dict(variables))
+    variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, dict(variables))
 
   def loss(params, q, k, v, rest, lengths):
-    return jnp.sum(apply({**rest, "params": params} if params is not None else rest, q, k, v, lengths)
-                   .astype(jnp.float32))
+    return jnp.sum(
+      apply({**rest, "params": params} if params is not None else rest, q, k, v, lengths).astype(jnp.float32)
+    )
 
   params = variables.get("params")
   rest = {c: t for c, t in variables.items() if c != "params"}
   fwd = jax.jit(apply)
-  fwd_bwd = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)) if params is not None else
-                    jax.grad(lambda p, q, k, v, r, n: loss(None, q, k, v, r, n), argnums=(1, 2, 3)))
+  fwd_bwd = jax.jit(
+    jax.grad(loss, argnums=(0, 1, 2, 3))
+    if params is not None
+    else jax.grad(lambda p, q, k, v, r, n: loss(None, q, k, v, r, n), argnums=(1, 2, 3))
+  )
   return fwd, (variables, q, k, v, lengths), fwd_bwd, (params, q, k, v, rest, lengths)
 
 
@@ -177,8 +207,13 @@ def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
   fwd, fwd_args, fwd_bwd, bwd_args = _programs(name, spec, length)  # inputs and variables built once
   compiled, compile_s = _compile(fwd_bwd, bwd_args)
   temp, total = compiled_memory(compiled)
-  row: dict[str, Any] = {"variant": name, "length": length, "temp_bytes": temp, "memory_bytes": total,
-                         "compile_s": compile_s}
+  row: dict[str, Any] = {
+    "variant": name,
+    "length": length,
+    "temp_bytes": temp,
+    "memory_bytes": total,
+    "compile_s": compile_s,
+  }
   if total > spec.max_memory_gb * 2**30:
     return {**row, "skipped": f"compiled memory {total / 2**30:.1f} GiB > max_memory_gb={spec.max_memory_gb}"}
   compiled_fwd, _ = _compile(fwd, fwd_args)
@@ -191,9 +226,14 @@ def measure(name: str, spec: Spec, length: int) -> dict[str, Any]:
   flops = attention_flops(variant, cfg, spec.batch, length, spec.heads, spec.head_dim, spec.causal)
   itemsize = jnp.dtype(spec.dtype).itemsize
   tensor = spec.batch * length * spec.heads * spec.head_dim * itemsize
-  row.update(flops=flops, flops_fwd_bwd=3 * flops,
-             tflops_s=flops / row["fwd_s"] / 1e12, tflops_s_fwd_bwd=3 * flops / row["fwd_bwd_s"] / 1e12,
-             gb_s=4 * tensor / row["fwd_s"] / 1e9, gb_s_fwd_bwd=(4 + 8) * tensor / row["fwd_bwd_s"] / 1e9)
+  row.update(
+    flops=flops,
+    flops_fwd_bwd=3 * flops,
+    tflops_s=flops / row["fwd_s"] / 1e12,
+    tflops_s_fwd_bwd=3 * flops / row["fwd_bwd_s"] / 1e12,
+    gb_s=4 * tensor / row["fwd_s"] / 1e9,
+    gb_s_fwd_bwd=(4 + 8) * tensor / row["fwd_bwd_s"] / 1e9,
+  )
   return row
 
 
@@ -214,8 +254,11 @@ def summarize(rows: Sequence[dict[str, Any]], variants: Sequence[str]) -> dict[s
     pts = sorted((n, r) for (v, n), r in by.items() if v == name)
     ns = [n for n, _ in pts]
     entry: dict[str, Any] = {}
-    for key, field in (("time_slope", "fwd_bwd_s"), ("temp_memory_slope", "temp_bytes"),
-                       ("memory_slope", "memory_bytes")):
+    for key, field in (
+      ("time_slope", "fwd_bwd_s"),
+      ("temp_memory_slope", "temp_bytes"),
+      ("memory_slope", "memory_bytes"),
+    ):
       ys = [r[field] for _, r in pts]
       entry[key] = loglog_slope(ns, ys)
       entry[f"{key}_top"] = loglog_slope(ns[-2:], ys[-2:]) if len(ns) >= 2 else None
@@ -239,17 +282,31 @@ def run(spec: Spec, log: Callable[[str], Any] = print) -> dict[str, Any]:
           row["ratio_fwd"] = row["fwd_s"] / ref["fwd_s"]
           row["ratio_fwd_bwd"] = row["fwd_bwd_s"] / ref["fwd_bwd_s"]
       rows.append(row)
-      log(f"{name:>14} L={length:>6}: " + (row["skipped"] if "skipped" in row else
-          f"fwd {row['fwd_s'] * 1e3:9.2f} ms  fwd+bwd {row['fwd_bwd_s'] * 1e3:9.2f} ms  "
-          f"mem {row['memory_bytes'] / 2**20:9.1f} MiB"))
+      log(
+        f"{name:>14} L={length:>6}: "
+        + (
+          row["skipped"]
+          if "skipped" in row
+          else f"fwd {row['fwd_s'] * 1e3:9.2f} ms  fwd+bwd {row['fwd_bwd_s'] * 1e3:9.2f} ms  "
+          f"mem {row['memory_bytes'] / 2**20:9.1f} MiB"
+        )
+      )
   device = jax.devices()[0]
   peak = hbm_peak(device.device_kind)
   for row in rows:
     if peak and "gb_s_fwd_bwd" in row:
       row["hbm_fraction_fwd_bwd"] = row["gb_s_fwd_bwd"] * 1e9 / peak
-  return {"schema_version": SCHEMA_VERSION, "kind": "attention", "spec": dataclasses.asdict(spec),
-          "device": device.device_kind, "platform": device.platform, "num_devices": jax.device_count(),
-          "jax_version": jax.__version__, "rows": rows, "summary": summarize(rows, spec.variants)}
+  return {
+    "schema_version": SCHEMA_VERSION,
+    "kind": "attention",
+    "spec": dataclasses.asdict(spec),
+    "device": device.device_kind,
+    "platform": device.platform,
+    "num_devices": jax.device_count(),
+    "jax_version": jax.__version__,
+    "rows": rows,
+    "summary": summarize(rows, spec.variants),
+  }
 
 
 def device_dir(device_kind: str) -> str:
@@ -262,28 +319,43 @@ def _fmt(x: Any, scale: float = 1.0, digits: int = 2) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
   s = result["spec"]
-  lines = [f"## Attention benchmark on {result['device']} ({result['platform']})", "",
-           f"batch {s['batch']}, heads {s['heads']}, head_dim {s['head_dim']}, {s['dtype']}, "
-           f"{'causal' if s['causal'] else 'bidirectional'}; median of {s['repeats']} calls after {s['warmup']} "
-           f"warm-up; jax {result['jax_version']}. Ratios are against `jax.nn.dot_product_attention` "
-           "(\"reference\") measured in the same process.", "",
-           "| variant | length | fwd (ms) | fwd+bwd (ms) | ratio fwd+bwd | compiled memory (MiB) | temp (MiB) "
-           "| GFLOP fwd | TFLOP/s fwd+bwd | GB/s fwd+bwd |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    f"## Attention benchmark on {result['device']} ({result['platform']})",
+    "",
+    f"batch {s['batch']}, heads {s['heads']}, head_dim {s['head_dim']}, {s['dtype']}, "
+    f"{'causal' if s['causal'] else 'bidirectional'}; median of {s['repeats']} calls after {s['warmup']} "
+    f"warm-up; jax {result['jax_version']}. Ratios are against `jax.nn.dot_product_attention` "
+    '("reference") measured in the same process.',
+    "",
+    "| variant | length | fwd (ms) | fwd+bwd (ms) | ratio fwd+bwd | compiled memory (MiB) | temp (MiB) "
+    "| GFLOP fwd | TFLOP/s fwd+bwd | GB/s fwd+bwd |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in result["rows"]:
     if "skipped" in r:
-      lines.append(f"| {r['variant']} | {r['length']} | skipped: {r['skipped']} | | | "
-                   f"{_fmt(r['memory_bytes'], 2**-20, 1)} | {_fmt(r['temp_bytes'], 2**-20, 1)} | | | |")
+      lines.append(
+        f"| {r['variant']} | {r['length']} | skipped: {r['skipped']} | | | "
+        f"{_fmt(r['memory_bytes'], 2**-20, 1)} | {_fmt(r['temp_bytes'], 2**-20, 1)} | | | |"
+      )
       continue
-    lines.append(f"| {r['variant']} | {r['length']} | {_fmt(r['fwd_s'], 1e3)} | {_fmt(r['fwd_bwd_s'], 1e3)} | "
-                 f"{_fmt(r.get('ratio_fwd_bwd'))} | {_fmt(r['memory_bytes'], 2**-20, 1)} | "
-                 f"{_fmt(r['temp_bytes'], 2**-20, 1)} | {_fmt(r['flops'], 1e-9, 3)} | "
-                 f"{_fmt(r['tflops_s_fwd_bwd'], 1, 4)} | {_fmt(r['gb_s_fwd_bwd'], 1, 2)} |")
-  lines += ["", "| variant | time slope | time slope (last two) | temp memory slope | temp slope (last two) "
-            "| crossover vs softmax |", "|---|---:|---:|---:|---:|---:|"]
+    lines.append(
+      f"| {r['variant']} | {r['length']} | {_fmt(r['fwd_s'], 1e3)} | {_fmt(r['fwd_bwd_s'], 1e3)} | "
+      f"{_fmt(r.get('ratio_fwd_bwd'))} | {_fmt(r['memory_bytes'], 2**-20, 1)} | "
+      f"{_fmt(r['temp_bytes'], 2**-20, 1)} | {_fmt(r['flops'], 1e-9, 3)} | "
+      f"{_fmt(r['tflops_s_fwd_bwd'], 1, 4)} | {_fmt(r['gb_s_fwd_bwd'], 1, 2)} |"
+    )
+  lines += [
+    "",
+    "| variant | time slope | time slope (last two) | temp memory slope | temp slope (last two) "
+    "| crossover vs softmax |",
+    "|---|---:|---:|---:|---:|---:|",
+  ]
   for name, e in result["summary"].items():
-    lines.append(f"| {name} | {_fmt(e['time_slope'])} | {_fmt(e['time_slope_top'])} | "
-                 f"{_fmt(e['temp_memory_slope'])} | {_fmt(e['temp_memory_slope_top'])} | "
-                 f"{e.get('crossover_vs_softmax') or '—'} |")
+    lines.append(
+      f"| {name} | {_fmt(e['time_slope'])} | {_fmt(e['time_slope_top'])} | "
+      f"{_fmt(e['temp_memory_slope'])} | {_fmt(e['temp_memory_slope_top'])} | "
+      f"{e.get('crossover_vs_softmax') or '—'} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -301,8 +373,13 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     if not pts:
       continue
     ns = [n for n, _ in pts]
-    style = dict(marker="os"[i // len(palette) % 2], markersize=3.5, linewidth=1.4, color=palette[i % len(palette)],
-                 linestyle="--" if name == REFERENCE else ("-" if i < len(palette) else ":"))
+    style = dict(
+      marker="os"[i // len(palette) % 2],
+      markersize=3.5,
+      linewidth=1.4,
+      color=palette[i % len(palette)],
+      linestyle="--" if name == REFERENCE else ("-" if i < len(palette) else ":"),
+    )
     (line,) = ax_t.plot(ns, [r["fwd_bwd_s"] * 1e3 for _, r in pts], label=name, **style)
     ax_m.plot(ns, [r["temp_bytes"] / 2**20 for _, r in pts], **style)
     cross = result["summary"].get(name, {}).get("crossover_vs_softmax")

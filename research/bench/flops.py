@@ -73,8 +73,9 @@ def _ceil_to(n: int, multiple: int) -> int:
 # --- shared cores ------------------------------------------------------------------------------------------------
 
 
-def linear_core(B: int, L: int, H: int, F: int, D: int, *, causal: bool, form: str, chunk: int,
-                normalize: bool = True) -> int:
+def linear_core(
+  B: int, L: int, H: int, F: int, D: int, *, causal: bool, form: str, chunk: int, normalize: bool = True
+) -> int:
   """`linear.linear_attention` over F features: Σ φ(k) vᵀ, φ(q)·state, and the normaliser φ(q)·Σ φ(k).
 
   bidirectional: 4·B·H·L·F·D (+ 3·B·H·L·F + B·H·L·D normaliser);  causal parallel: 2·B·H·L²·(F + D + 1) more;
@@ -93,8 +94,9 @@ def linear_core(B: int, L: int, H: int, F: int, D: int, *, causal: bool, form: s
   return B * H * Lp * (2 * C * (F + D) + 2 * C + 4 * F * D + 3 * F) + norm
 
 
-def decay_core(B: int, L: int, H: int, F: int, D: int, *, per_dim: bool, causal: bool, form: str, chunk: int,
-               sub: int) -> int:
+def decay_core(
+  B: int, L: int, H: int, F: int, D: int, *, per_dim: bool, causal: bool, form: str, chunk: int, sub: int
+) -> int:
   """`decay.decay_attention` (retention: one log-decay per head; gla: one per key dimension, `per_dim`).
 
   Bidirectional runs ONE causal pass over a 2B batch (forward + reversed sequence), so it costs 2× causal.
@@ -102,7 +104,8 @@ def decay_core(B: int, L: int, H: int, F: int, D: int, *, per_dim: bool, causal:
   if not causal:
     # the reversed pass's queries q̂ = q ⊙ exp(g) (2 per element) and the sum of the two directions
     return decay_core(2 * B, L, H, F, D, per_dim=per_dim, causal=True, form=form, chunk=chunk, sub=sub) + (
-      2 * B * L * H * F + B * L * H * D)
+      2 * B * L * H * F + B * L * H * D
+    )
   G = F if per_dim else 1
   if form == "recurrent":  # per token: exp(g)·S, k vᵀ, add (3FD + G), q·S (2FD)
     return L * B * H * (5 * F * D + G)
@@ -126,8 +129,11 @@ def decay_core(B: int, L: int, H: int, F: int, D: int, *, per_dim: bool, causal:
     intra = 3 * B * H * Lp * C + 2 * B * H * Lp * C * F + B * H * Lp * C  # CxC decay, q kᵀ, ⊙ decay
   intra += 2 * B * H * Lp * C * D  # scores · v
   # per chunk: what it adds to the state (k ⊙ decay, kᵀv) and each query's read of the carried state
-  inter = (2 * B * Lp * H * F + 2 * B * Lp * H * F * D) + n * 2 * B * H * F * D + (
-    2 * B * Lp * H * F + 2 * B * Lp * H * F * D + B * Lp * H * D)
+  inter = (
+    (2 * B * Lp * H * F + 2 * B * Lp * H * F * D)
+    + n * 2 * B * H * F * D
+    + (2 * B * Lp * H * F + 2 * B * Lp * H * F * D + B * Lp * H * D)
+  )
   return intra + inter
 
 
@@ -150,8 +156,9 @@ _FEATURE_MAP_FLOPS = {"elu+1": 2, "relu": 1, "identity": 0}  # per element
 def _linear(cfg, B, L, H, D, causal):
   """linear_core(F = D) + φ on q and k (elu+1: 2 per element) [+ RMS output norm 4·B·L·H·D if not normalize]."""
   flops = 2 * _FEATURE_MAP_FLOPS[cfg.feature_map] * B * L * H * D
-  flops += linear_core(B, L, H, D, D, causal=causal, form=cfg.causal_form, chunk=cfg.chunk_size,
-                       normalize=cfg.normalize)
+  flops += linear_core(
+    B, L, H, D, D, causal=causal, form=cfg.causal_form, chunk=cfg.chunk_size, normalize=cfg.normalize
+  )
   return flops + (0 if cfg.normalize else 4 * B * L * H * D)
 
 
@@ -264,8 +271,9 @@ def _nystromformer(cfg, B, L, H, D, causal):
 
 def _cosformer(cfg, B, L, H, D, causal):
   """φ(x) = [relu(x) cos, relu(x) sin] (3 per input element) on q and k, linear_core(F = 2D)."""
-  return 2 * 3 * B * L * H * D + linear_core(B, L, H, 2 * D, D, causal=causal, form=cfg.causal_form,
-                                              chunk=cfg.chunk_size)
+  return 2 * 3 * B * L * H * D + linear_core(
+    B, L, H, 2 * D, D, causal=causal, form=cfg.causal_form, chunk=cfg.chunk_size
+  )
 
 
 def fft_flops(rows: int, n: int) -> float:
@@ -292,8 +300,9 @@ def _hedgehog(cfg, B, L, H, D, causal):
 
 def _retention(cfg, B, L, H, D, causal):
   """decay_core with one decay per head (bidirectional: a 2B causal pass), q/√D, D̃ row scale, GroupNorm."""
-  flops = B * L * H * D + decay_core(B, L, H, D, D, per_dim=False, causal=causal, form=cfg.causal_form,
-                                     chunk=cfg.chunk_size, sub=1)
+  flops = B * L * H * D + decay_core(
+    B, L, H, D, D, per_dim=False, causal=causal, form=cfg.causal_form, chunk=cfg.chunk_size, sub=1
+  )
   flops += B * L * H * D if cfg.normalize_decay else 0
   return flops + 7 * B * L * H * D  # GroupNorm per head: mean, centre, square, mean, scale, ·γ, + β
 
@@ -315,16 +324,29 @@ def _gla(cfg, B, L, H, D, causal):
   """Low-rank gate (4·B·L·H·D·r), decay_core with per-dimension decays, q/√D, RMSNorm per head."""
   r = cfg.gate_rank
   gate = 4 * B * L * H * D * r + 3 * B * L * H * D  # k W_down W_up, + b, log σ, / τ
-  core = decay_core(B, L, H, D, D, per_dim=True, causal=causal, form=cfg.causal_form, chunk=cfg.chunk_size,
-                    sub=cfg.sub_chunk_size)
+  core = decay_core(
+    B, L, H, D, D, per_dim=True, causal=causal, form=cfg.causal_form, chunk=cfg.chunk_size, sub=cfg.sub_chunk_size
+  )
   return gate + B * L * H * D + core + 4 * B * L * H * D  # q/√D; RMSNorm: square, mean, scale, ·γ
 
 
 FORMULAS: dict[str, Callable[[Any, int, int, int, int, bool], int | float]] = {
-  "softmax": _softmax, "linear": _linear, "performer": _performer, "local": _local, "bigbird": _bigbird,
-  "linformer": _linformer, "longformer": _longformer, "synthesizer": _synthesizer, "reformer": _reformer,
-  "nystromformer": _nystromformer, "cosformer": _cosformer, "fnet": _fnet, "hedgehog": _hedgehog,
-  "retention": _retention, "based": _based, "gla": _gla,
+  "softmax": _softmax,
+  "linear": _linear,
+  "performer": _performer,
+  "local": _local,
+  "bigbird": _bigbird,
+  "linformer": _linformer,
+  "longformer": _longformer,
+  "synthesizer": _synthesizer,
+  "reformer": _reformer,
+  "nystromformer": _nystromformer,
+  "cosformer": _cosformer,
+  "fnet": _fnet,
+  "hedgehog": _hedgehog,
+  "retention": _retention,
+  "based": _based,
+  "gla": _gla,
 }
 
 
@@ -341,8 +363,10 @@ def attention_flops(name: str, cfg, batch: int, length: int, heads: int, head_di
   if cfg is None:
     cfg = attention.make_config(name)
   elif not isinstance(cfg, config_cls):
-    raise ValueError(f"cfg for attention {name!r} must be its {config_cls.__qualname__}, got "
-                     f"{type(cfg).__qualname__}; build one with research.attention.make_config({name!r}, overrides)")
+    raise ValueError(
+      f"cfg for attention {name!r} must be its {config_cls.__qualname__}, got "
+      f"{type(cfg).__qualname__}; build one with research.attention.make_config({name!r}, overrides)"
+    )
   for key, value in (("batch", batch), ("length", length), ("heads", heads), ("head_dim", head_dim)):
     if not isinstance(value, int) or value < 1:
       raise ValueError(f"{key} must be a positive int, got {value!r}")
@@ -357,7 +381,8 @@ def attention_flops(name: str, cfg, batch: int, length: int, heads: int, head_di
   return float(FORMULAS[name](cfg, batch, length, heads, head_dim, causal))
 
 
-def attention_flops_fwd_bwd(name: str, cfg, batch: int, length: int, heads: int, head_dim: int,
-                            causal: bool = False) -> float:
+def attention_flops_fwd_bwd(
+  name: str, cfg, batch: int, length: int, heads: int, head_dim: int, causal: bool = False
+) -> float:
   """Forward + backward FLOPs: 3 × `attention_flops` (the backward of a matmul is two matmuls of its size)."""
   return 3.0 * attention_flops(name, cfg, batch, length, heads, head_dim, causal)

@@ -82,13 +82,28 @@ from research.train.step import train_step
 INSTALL_HINT = "pip install -e '.[peers]'"
 SCHEMA_VERSION = 1
 PARAM_TOLERANCE = 0.01  # |peer / ours - 1| above this is flagged
-ROW_FIELDS = ("variant", "peer", "length", "ours_s", "peer_s", "ratio", "ours_times_s", "peer_times_s",
-              "ours_compile_s", "params_ours", "params_peer", "params_rel_diff", "params_flagged", "loss_ours",
-              "loss_peer")
+ROW_FIELDS = (
+  "variant",
+  "peer",
+  "length",
+  "ours_s",
+  "peer_s",
+  "ratio",
+  "ours_times_s",
+  "peer_times_s",
+  "ours_compile_s",
+  "params_ours",
+  "params_peer",
+  "params_rel_diff",
+  "params_flagged",
+  "loss_ours",
+  "loss_peer",
+)
 if "torch" not in sys.modules:  # libgomp reads it once, when torch loads (module docstring)
   os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 OPTIMIZER = types.SimpleNamespace(  # what make_optimizer reads; the torch side uses the same values
-  learning_rate=1e-3, warmup_steps=0, num_steps=1_000, schedule="constant", clip_norm=1.0, weight_decay=0.01)
+  learning_rate=1e-3, warmup_steps=0, num_steps=1_000, schedule="constant", clip_norm=1.0, weight_decay=0.01
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +122,17 @@ class Shape:
   scan_unroll: int = 0  # ours: model.scan_unroll; 0 = `layers` (the layer loop fully unrolled, our fastest on CPU)
 
   def __post_init__(self):
-    for key in ("layers", "d_model", "heads", "length", "batch", "mlp_ratio", "vocab_size", "num_classes",
-                "num_features"):
+    for key in (
+      "layers",
+      "d_model",
+      "heads",
+      "length",
+      "batch",
+      "mlp_ratio",
+      "vocab_size",
+      "num_classes",
+      "num_features",
+    ):
       if getattr(self, key) < 1:
         raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
     if self.scan_unroll < 0:
@@ -123,9 +147,16 @@ class Shape:
   def encoder_config(self, variant: str) -> EncoderConfig:
     options = {"num_features": self.num_features} if variant == "performer" else None
     return EncoderConfig(
-      vocab_size=self.vocab_size, max_len=self.length, d_model=self.d_model, num_heads=self.heads,
-      num_layers=self.layers, mlp_dim=self.mlp_ratio * self.d_model, attention=variant, attention_cfg=options,
-      scan_unroll=self.scan_unroll or self.layers)
+      vocab_size=self.vocab_size,
+      max_len=self.length,
+      d_model=self.d_model,
+      num_heads=self.heads,
+      num_layers=self.layers,
+      mlp_dim=self.mlp_ratio * self.d_model,
+      attention=variant,
+      attention_cfg=options,
+      scan_unroll=self.scan_unroll or self.layers,
+    )
 
 
 def require(module: str):
@@ -133,8 +164,9 @@ def require(module: str):
   try:
     return importlib.import_module(module)
   except ImportError as e:
-    raise ValueError(f"research bench peers needs {module} ({e.name or module} is not installed); run: "
-                     f"{INSTALL_HINT}") from None
+    raise ValueError(
+      f"research bench peers needs {module} ({e.name or module} is not installed); run: {INSTALL_HINT}"
+    ) from None
 
 
 # --- the peer stacks: BxLxE -> BxLxE; the bool says whether the stack ends in its own final norm ------------------
@@ -142,24 +174,47 @@ def require(module: str):
 
 def _x_transformers(shape: Shape):
   xt = require("x_transformers")
-  return xt.Encoder(dim=shape.d_model, depth=shape.layers, heads=shape.heads, attn_dim_head=shape.head_dim,
-                    ff_mult=shape.mlp_ratio, attn_dropout=0.0, ff_dropout=0.0), True
+  return xt.Encoder(
+    dim=shape.d_model,
+    depth=shape.layers,
+    heads=shape.heads,
+    attn_dim_head=shape.head_dim,
+    ff_mult=shape.mlp_ratio,
+    attn_dropout=0.0,
+    ff_dropout=0.0,
+  ), True
 
 
 def _performer_pytorch(shape: Shape):
   pp = require("performer_pytorch")
-  return pp.Performer(dim=shape.d_model, depth=shape.layers, heads=shape.heads, dim_head=shape.head_dim,
-                      causal=False, ff_mult=shape.mlp_ratio, nb_features=shape.num_features,
-                      feature_redraw_interval=None, qkv_bias=True, attn_out_bias=True), False
+  return pp.Performer(
+    dim=shape.d_model,
+    depth=shape.layers,
+    heads=shape.heads,
+    dim_head=shape.head_dim,
+    causal=False,
+    ff_mult=shape.mlp_ratio,
+    nb_features=shape.num_features,
+    feature_redraw_interval=None,
+    qkv_bias=True,
+    attn_out_bias=True,
+  ), False
 
 
 def _linear_attention_transformer(shape: Shape):
   lat = require("linear_attention_transformer")
   if shape.mlp_ratio != 4:
-    raise ValueError(f"linear_attention_transformer's MLP width is fixed at 4 x d_model; got mlp_ratio="
-                     f"{shape.mlp_ratio}")
-  return lat.LinearAttentionTransformer(dim=shape.d_model, depth=shape.layers, max_seq_len=shape.length,
-                                        heads=shape.heads, dim_head=shape.head_dim, causal=False), False
+    raise ValueError(
+      f"linear_attention_transformer's MLP width is fixed at 4 x d_model; got mlp_ratio={shape.mlp_ratio}"
+    )
+  return lat.LinearAttentionTransformer(
+    dim=shape.d_model,
+    depth=shape.layers,
+    max_seq_len=shape.length,
+    heads=shape.heads,
+    dim_head=shape.head_dim,
+    causal=False,
+  ), False
 
 
 PAIRS: dict[str, tuple[str, Callable[[Shape], Any]]] = {
@@ -167,15 +222,20 @@ PAIRS: dict[str, tuple[str, Callable[[Shape], Any]]] = {
   "performer": ("performer_pytorch", _performer_pytorch),
   "linear": ("linear_attention_transformer", _linear_attention_transformer),
 }
-PACKAGES = {"torch": "torch", "x_transformers": "x-transformers", "performer_pytorch": "performer-pytorch",
-            "linear_attention_transformer": "linear-attention-transformer"}
+PACKAGES = {
+  "torch": "torch",
+  "x_transformers": "x-transformers",
+  "performer_pytorch": "performer-pytorch",
+  "linear_attention_transformer": "linear-attention-transformer",
+}
 
 
 def check_variants(variants: Sequence[str]) -> None:
   bad = [v for v in variants if v not in PAIRS]
   if not variants or bad:
-    raise ValueError(f"no peer for variant(s) {', '.join(map(repr, bad)) or '(none given)'}; choose from "
-                     f"{', '.join(PAIRS)}")
+    raise ValueError(
+      f"no peer for variant(s) {', '.join(map(repr, bad)) or '(none given)'}; choose from {', '.join(PAIRS)}"
+    )
 
 
 def versions() -> dict[str, str]:
@@ -230,9 +290,12 @@ def peer_step(model, batch: dict[str, np.ndarray]) -> Callable[[], float]:
   torch = require("torch")
   decay = [p for p in model.parameters() if p.ndim >= 2]
   no_decay = [p for p in model.parameters() if p.ndim < 2]
-  opt = torch.optim.AdamW([{"params": decay, "weight_decay": OPTIMIZER.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}],
-                          lr=OPTIMIZER.learning_rate, betas=(0.9, 0.98), eps=1e-9)
+  opt = torch.optim.AdamW(
+    [{"params": decay, "weight_decay": OPTIMIZER.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    lr=OPTIMIZER.learning_rate,
+    betas=(0.9, 0.98),
+    eps=1e-9,
+  )
   tokens = torch.from_numpy(batch["tokens"].astype(np.int64))
   targets = torch.from_numpy(batch["targets"].astype(np.int64))
   model.train()
@@ -278,8 +341,11 @@ class OurStep:
       self.state, state_sh = create_train_state(self.model, self.tx, seed, batch, self.mesh, "classify")
       tic = time.perf_counter()
       step_fn = functools.partial(train_step, model=self.model, tx=self.tx, grad_accum=1, kind="classify")
-      self.step = jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None),
-                          donate_argnums=0).lower(self.state, jax.device_put(batch, bsh)).compile()
+      self.step = (
+        jax.jit(step_fn, in_shardings=(state_sh, bsh), out_shardings=(state_sh, None), donate_argnums=0)
+        .lower(self.state, jax.device_put(batch, bsh))
+        .compile()
+      )
       self.compile_s = time.perf_counter() - tic
     self.batch = jax.device_put(batch, bsh)
     self.params = count_params(self.state.params)
@@ -311,9 +377,18 @@ def expected_param_gap(variant: str, shape: Shape) -> int:
 # --- the benchmark -------------------------------------------------------------------------------------------------
 
 
-def run(variants: Sequence[str] = tuple(PAIRS), lengths: Sequence[int] = (512, 1024, 2048, 4096), batch: int = 4,
-        layers: int = 4, d_model: int = 256, heads: int = 4, steps: int = 5, warmup: int = 1,
-        torch_threads: int | None = None, **shape_options) -> dict[str, Any]:
+def run(
+  variants: Sequence[str] = tuple(PAIRS),
+  lengths: Sequence[int] = (512, 1024, 2048, 4096),
+  batch: int = 4,
+  layers: int = 4,
+  d_model: int = 256,
+  heads: int = 4,
+  steps: int = 5,
+  warmup: int = 1,
+  torch_threads: int | None = None,
+  **shape_options,
+) -> dict[str, Any]:
   """Median train-step seconds of ours and the peer per (variant, length), measured alternately in one process."""
   variants, lengths = tuple(variants), tuple(int(n) for n in lengths)
   check_variants(variants)
@@ -323,8 +398,10 @@ def run(variants: Sequence[str] = tuple(PAIRS), lengths: Sequence[int] = (512, 1
     raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
   device = jax.devices()[0]
   if device.platform != "cpu":
-    raise ValueError(f"research bench peers compares against CPU builds of torch; JAX runs on {device.platform}. "
-                     f"Run with JAX_PLATFORMS=cpu")
+    raise ValueError(
+      f"research bench peers compares against CPU builds of torch; JAX runs on {device.platform}. "
+      f"Run with JAX_PLATFORMS=cpu"
+    )
   torch = require("torch")
   vers = versions()
   threads = torch_threads or jax_threads()
@@ -339,14 +416,27 @@ def run(variants: Sequence[str] = tuple(PAIRS), lengths: Sequence[int] = (512, 1
     ratios = [r["ratio"] for r in rows if r["variant"] == variant]
     summary[variant] = {"peer": PAIRS[variant][0], "min_ratio": min(ratios), "at_least_as_fast": min(ratios) >= 1.0}
   shape = Shape(layers=layers, d_model=d_model, heads=heads, length=lengths[0], batch=batch, **shape_options)
-  spec = {**dataclasses.asdict(shape), "lengths": list(lengths), "variants": list(variants), "steps": steps,
-          "warmup": warmup, "mlp_dim": shape.mlp_ratio * d_model}
+  spec = {
+    **dataclasses.asdict(shape),
+    "lengths": list(lengths),
+    "variants": list(variants),
+    "steps": steps,
+    "warmup": warmup,
+    "mlp_dim": shape.mlp_ratio * d_model,
+  }
   del spec["length"]
   return {
-    "schema_version": SCHEMA_VERSION, "kind": "peers", "spec": spec, "device": device.device_kind,
-    "platform": device.platform, "jax_threads": jax_threads(), "torch_threads": torch.get_num_threads(),
+    "schema_version": SCHEMA_VERSION,
+    "kind": "peers",
+    "spec": spec,
+    "device": device.device_kind,
+    "platform": device.platform,
+    "jax_threads": jax_threads(),
+    "torch_threads": torch.get_num_threads(),
     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-    "versions": vers, "rows": rows, "summary": summary,
+    "versions": vers,
+    "rows": rows,
+    "summary": summary,
   }
 
 
@@ -370,10 +460,21 @@ def _measure(variant: str, shape: Shape, steps: int, warmup: int) -> dict[str, A
   params_peer = param_count(model)
   rel = params_peer / ours.params - 1.0
   return {
-    "variant": variant, "peer": PAIRS[variant][0], "length": shape.length, "ours_s": ours_s, "peer_s": peer_s,
-    "ratio": peer_s / ours_s, "ours_times_s": ours_t, "peer_times_s": peer_t, "ours_compile_s": ours.compile_s,
-    "params_ours": ours.params, "params_peer": params_peer, "params_rel_diff": rel,
-    "params_flagged": abs(rel) > PARAM_TOLERANCE, "loss_ours": loss_ours, "loss_peer": loss_peer,
+    "variant": variant,
+    "peer": PAIRS[variant][0],
+    "length": shape.length,
+    "ours_s": ours_s,
+    "peer_s": peer_s,
+    "ratio": peer_s / ours_s,
+    "ours_times_s": ours_t,
+    "peer_times_s": peer_t,
+    "ours_compile_s": ours.compile_s,
+    "params_ours": ours.params,
+    "params_peer": params_peer,
+    "params_rel_diff": rel,
+    "params_flagged": abs(rel) > PARAM_TOLERANCE,
+    "loss_ours": loss_ours,
+    "loss_peer": loss_peer,
   }
 
 
@@ -382,22 +483,31 @@ def markdown(result: dict[str, Any]) -> str:
   unroll = s.get("scan_unroll") or s["layers"]  # 0 (or a result from before the field) = fully unrolled
   vers = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
   lines = [
-    f"## Train step vs peer libraries on {result['device']}", "",
+    f"## Train step vs peer libraries on {result['device']}",
+    "",
     f"{s['layers']}-layer d{s['d_model']} {s['heads']}-head encoder (MLP {s['mlp_dim']}, vocab {s['vocab_size']}, "
     f"{s['num_classes']} classes), batch {s['batch']}, AdamW step; median of {s['steps']} steps after {s['warmup']} "
     f"warm-up, ours and the peer alternating. Threads: JAX {result['jax_threads']}, torch {result['torch_threads']}. "
     f"Ours: model.scan_unroll={unroll} (the layer loop {'fully' if unroll >= s['layers'] else 'partly'} unrolled).",
-    f"Versions: {vers}.", "",
+    f"Versions: {vers}.",
+    "",
     "| variant | peer | length | ours (s) | peer (s) | ratio peer/ours | params ours | params peer | diff |",
     "|---|---|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in result["rows"]:
     flag = " (> 1%)" if r["params_flagged"] else ""
-    lines.append(f"| {r['variant']} | {r['peer']} | {r['length']} | {r['ours_s']:.3f} | {r['peer_s']:.3f} | "
-                 f"{r['ratio']:.2f} | {r['params_ours']:,} | {r['params_peer']:,} | "
-                 f"{100 * r['params_rel_diff']:+.2f}%{flag} |")
-  lines += ["", "ratio >= 1.0: ours is at least as fast. Minimum ratio per variant: " + ", ".join(
-    f"{v} {x['min_ratio']:.2f}" for v, x in result["summary"].items()) + ".", ""]
+    lines.append(
+      f"| {r['variant']} | {r['peer']} | {r['length']} | {r['ours_s']:.3f} | {r['peer_s']:.3f} | "
+      f"{r['ratio']:.2f} | {r['params_ours']:,} | {r['params_peer']:,} | "
+      f"{100 * r['params_rel_diff']:+.2f}%{flag} |"
+    )
+  lines += [
+    "",
+    "ratio >= 1.0: ours is at least as fast. Minimum ratio per variant: "
+    + ", ".join(f"{v} {x['min_ratio']:.2f}" for v, x in result["summary"].items())
+    + ".",
+    "",
+  ]
   return "\n".join(lines)
 
 
@@ -408,8 +518,15 @@ def write(result: dict[str, Any], out_dir: Path, name: str = "peers") -> dict[st
 # --- FAVOR+ equivalence --------------------------------------------------------------------------------------------
 
 
-def performer_equivalence(batch: int = 2, length: int = 64, heads: int = 2, head_dim: int = 16,
-                          num_features: int = 32, scale: float = 1.0, seed: int = 0) -> dict[str, Any]:
+def performer_equivalence(
+  batch: int = 2,
+  length: int = 64,
+  heads: int = 2,
+  head_dim: int = 16,
+  num_features: int = 32,
+  scale: float = 1.0,
+  seed: int = 0,
+) -> dict[str, Any]:
   """Max |ours - performer-pytorch| of non-causal FAVOR+ given the same projection W (FxD) and q, k, v.
 
   Same on both sides: x' = x·D^(-1/4) before the projection, ‖x'‖²/2 subtracted, the ratio F^(-1/2), W used as
@@ -461,6 +578,12 @@ def performer_equivalence(batch: int = 2, length: int = 64, heads: int = 2, head
     "max_abs_out": float(np.max(np.abs(ours))),
     "ours_vs_exact_softmax": float(np.max(np.abs(ours_bhld - exact))),
     "default_vs_exact_softmax": float(np.max(np.abs(default - exact))),
-    "shape": {"batch": batch, "length": length, "heads": heads, "head_dim": head_dim, "num_features": num_features,
-              "scale": scale},
+    "shape": {
+      "batch": batch,
+      "length": length,
+      "heads": heads,
+      "head_dim": head_dim,
+      "num_features": num_features,
+      "scale": scale,
+    },
   }

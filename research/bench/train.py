@@ -39,7 +39,12 @@ from research.train.sharding import LOGICAL_RULES, batch_sharding, mesh_from_con
 from research.train.state import count_params, create_train_state
 
 PEAKS = {  # dense bf16 FLOP/s per chip (vendor figures), matched against jax.Device.device_kind
-  "H100": 989e12, "H200": 989e12, "A100": 312e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12,
+  "H100": 989e12,
+  "H200": 989e12,
+  "A100": 312e12,
+  "TPU v4": 275e12,
+  "TPU v5 lite": 197e12,
+  "TPU v5e": 197e12,
 }
 SCHEMA_VERSION = 1
 
@@ -75,8 +80,10 @@ def model_flops(config, kind: str, batch: int, length: int, vocab_size: int) -> 
   per_layer = tokens * (8 * e * e + (6 if m.mlp == "geglu" else 4) * e * mlp)
   layers = m.attention.split("+")
   layers = layers * m.num_layers if len(layers) == 1 else layers
-  attn = sum(attention_flops(name, attention.make_config(name, m.attention_cfg.to_dict()), batch, length, h, e // h)
-             for name in layers)
+  attn = sum(
+    attention_flops(name, attention.make_config(name, m.attention_cfg.to_dict()), batch, length, h, e // h)
+    for name in layers
+  )
   forward = m.num_layers * per_layer + attn
   if kind == "tokens":
     forward += 2 * tokens * e * vocab_size
@@ -119,21 +126,38 @@ def run(config, spec: Spec = Spec(), config_spec: str = "") -> dict[str, Any]:
       jax.block_until_ready((state, metrics))
       if i >= spec.warmup:
         times.append(time.perf_counter() - tic)
-  real_tokens = sum(int(b["segment_ids"].sum()) for b in batches[spec.warmup:])
+  real_tokens = sum(int(b["segment_ids"].sum()) for b in batches[spec.warmup :])
   if task.kind in ("pair", "match"):
-    real_tokens += sum(int(b["segment_ids_b"].sum()) for b in batches[spec.warmup:])
+    real_tokens += sum(int(b["segment_ids_b"].sum()) for b in batches[spec.warmup :])
   flops = model_flops(config, task.kind, t.batch_size, task.seq_len, enc_cfg.padded_vocab)
   step_s = statistics.median(times)
   peak, peak_source = peak_flops()
   device = jax.devices()[0]
   return {
-    "schema_version": SCHEMA_VERSION, "kind": "train", "config": config_spec, "task": config.task,
-    "attention": config.model.attention, "dtype": config.model.dtype, "batch_size": t.batch_size,
-    "seq_len": task.seq_len, "params": count_params(state.params), "compile_s": compile_s, "step_s": step_s,
-    "step_times_s": times, "tokens_per_s": real_tokens / sum(times), "compiled_memory_bytes": compiled_bytes,
-    "model_flops": flops, "achieved_tflops_s": flops / step_s / 1e12, "peak_flops": peak, "peak_source": peak_source,
-    "mfu": flops / step_s / peak, "device": device.device_kind, "platform": device.platform,
-    "num_devices": jax.device_count(), "jax_version": jax.__version__, "final_loss": float(metrics["loss"]),
+    "schema_version": SCHEMA_VERSION,
+    "kind": "train",
+    "config": config_spec,
+    "task": config.task,
+    "attention": config.model.attention,
+    "dtype": config.model.dtype,
+    "batch_size": t.batch_size,
+    "seq_len": task.seq_len,
+    "params": count_params(state.params),
+    "compile_s": compile_s,
+    "step_s": step_s,
+    "step_times_s": times,
+    "tokens_per_s": real_tokens / sum(times),
+    "compiled_memory_bytes": compiled_bytes,
+    "model_flops": flops,
+    "achieved_tflops_s": flops / step_s / 1e12,
+    "peak_flops": peak,
+    "peak_source": peak_source,
+    "mfu": flops / step_s / peak,
+    "device": device.device_kind,
+    "platform": device.platform,
+    "num_devices": jax.device_count(),
+    "jax_version": jax.__version__,
+    "final_loss": float(metrics["loss"]),
   }
 
 
@@ -150,18 +174,29 @@ def run_grid(config_spec: str, sets: list[str] | tuple[str, ...] = (), spec: Spe
 
 def markdown(result: dict[str, Any]) -> str:
   r0 = result["rows"][0]
-  lines = [f"## Train-step benchmark on {r0['device']} ({r0['num_devices']} device(s))", "",
-           f"`{result['config']}`: task {r0['task']}, batch {r0['batch_size']} × {r0['seq_len']} tokens, "
-           f"jax {r0['jax_version']}; median of the timed steps.", "",
-           "| setting | attention | dtype | params | compile (s) | step (ms) | tokens/s | compiled memory (MiB) "
-           "| model TFLOP/step | achieved TFLOP/s | MFU |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines = [
+    f"## Train-step benchmark on {r0['device']} ({r0['num_devices']} device(s))",
+    "",
+    f"`{result['config']}`: task {r0['task']}, batch {r0['batch_size']} × {r0['seq_len']} tokens, "
+    f"jax {r0['jax_version']}; median of the timed steps.",
+    "",
+    "| setting | attention | dtype | params | compile (s) | step (ms) | tokens/s | compiled memory (MiB) "
+    "| model TFLOP/step | achieved TFLOP/s | MFU |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in result["rows"]:
-    lines.append(f"| {r['setting'] or '(config)'} | {r['attention']} | {r['dtype']} | {r['params']:,} | "
-                 f"{r['compile_s']:.2f} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:,.0f} | "
-                 f"{r['compiled_memory_bytes'] / 2**20:.1f} | {r['model_flops'] / 1e12:.4f} | "
-                 f"{r['achieved_tflops_s']:.4f} | {100 * r['mfu']:.1f}% |")
-  lines += ["", f"Peak {r0['peak_flops'] / 1e12:.3f} TFLOP/s: {r0['peak_source']}. Model FLOPs are analytic "
-            "(research/bench/train.py).", ""]
+    lines.append(
+      f"| {r['setting'] or '(config)'} | {r['attention']} | {r['dtype']} | {r['params']:,} | "
+      f"{r['compile_s']:.2f} | {r['step_s'] * 1e3:.1f} | {r['tokens_per_s']:,.0f} | "
+      f"{r['compiled_memory_bytes'] / 2**20:.1f} | {r['model_flops'] / 1e12:.4f} | "
+      f"{r['achieved_tflops_s']:.4f} | {100 * r['mfu']:.1f}% |"
+    )
+  lines += [
+    "",
+    f"Peak {r0['peak_flops'] / 1e12:.3f} TFLOP/s: {r0['peak_source']}. Model FLOPs are analytic "
+    "(research/bench/train.py).",
+    "",
+  ]
   return "\n".join(lines)
 
 

@@ -53,7 +53,7 @@ def chunk(sequences: Sequence[np.ndarray], seq_len: int) -> list[tuple[int, int,
     seq = np.asarray(seq)
     if seq.ndim != 1:
       raise ValueError(f"sequence {i} has shape {seq.shape}; expected a 1-D array of token ids")
-    out.extend((i, start, seq[start:start + seq_len]) for start in range(0, len(seq), seq_len))
+    out.extend((i, start, seq[start : start + seq_len]) for start in range(0, len(seq), seq_len))
   return out
 
 
@@ -105,8 +105,9 @@ def pack(sequences: Sequence[np.ndarray], seq_len: int) -> Packed:
   segment_ids[token_rows, token_cols] = np.repeat(segments, lengths)
   positions[token_rows, token_cols] = within
 
-  chunks = np.array([(i, start, r, s) for (i, start, _), r, s in zip(pieces, rows, segments, strict=True)],
-                    np.int64).reshape(-1, len(CHUNK_COLUMNS))
+  chunks = np.array(
+    [(i, start, r, s) for (i, start, _), r, s in zip(pieces, rows, segments, strict=True)], np.int64
+  ).reshape(-1, len(CHUNK_COLUMNS))
   before = 1.0 - total / (len(pieces) * seq_len) if total else 0.0
   after = 1.0 - total / (num_rows * seq_len) if total else 0.0
   return Packed(tokens, segment_ids, positions, chunks, before, after)

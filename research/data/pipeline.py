@@ -49,8 +49,11 @@ def _inputs(rows: dict[str, np.ndarray], suffix: str) -> dict[str, np.ndarray]:
     idx_BxL = np.broadcast_to(np.arange(tokens.shape[1], dtype=np.int32), tokens.shape)
     seg = (idx_BxL < np.asarray(rows["lengths" + suffix])[:, None]).astype(np.int32)
     pos = np.where(seg > 0, idx_BxL, 0).astype(np.int32)
-  return {"tokens" + suffix: np.where(seg > 0, tokens, 0).astype(np.int32), "segment_ids" + suffix: seg,
-          "positions" + suffix: pos}
+  return {
+    "tokens" + suffix: np.where(seg > 0, tokens, 0).astype(np.int32),
+    "segment_ids" + suffix: seg,
+    "positions" + suffix: pos,
+  }
 
 
 def model_batch(rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -85,7 +88,7 @@ def train_dataset(task_or_split, batch_size: int, seed: int, rows: slice | None 
     raise ValueError(f"rows {start}:{stop} of a batch of {batch_size}: expected an equal, aligned share")
   ds = ds.batch(local, drop_remainder=True)
   if local < batch_size:
-    ds = ds[start // local::batch_size // local]
+    ds = ds[start // local :: batch_size // local]
   return ds.map(model_batch)
 
 

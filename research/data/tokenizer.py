@@ -85,8 +85,10 @@ class SentencePieceTokenizer:
     self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
     ids = [self.sp.pad_id(), self.sp.unk_id(), *(self.sp.piece_to_id(s) for s in SPECIALS)]
     if ids != [PAD, UNK, CLS, SEP, MASK]:
-      raise ValueError(f"sentencepiece model has special ids {ids}; expected {[PAD, UNK, CLS, SEP, MASK]} "
-                       f"(train it with research.data.tokenizer.train_sentencepiece)")
+      raise ValueError(
+        f"sentencepiece model has special ids {ids}; expected {[PAD, UNK, CLS, SEP, MASK]} "
+        f"(train it with research.data.tokenizer.train_sentencepiece)"
+      )
     self.vocab_size = self.sp.get_piece_size()
 
   def encode(self, text: str) -> list[int]:
@@ -125,8 +127,9 @@ class SentencePieceTokenizer:
     return path
 
 
-def train_sentencepiece(sentences: Iterable[str], options: SentencePieceOptions = SentencePieceOptions()
-                        ) -> SentencePieceTokenizer:
+def train_sentencepiece(
+  sentences: Iterable[str], options: SentencePieceOptions = SentencePieceOptions()
+) -> SentencePieceTokenizer:
   """Train on `sentences` (in order; empty lines dropped) -> tokenizer. Deterministic for equal inputs."""
   sentences = [s for s in (s.strip() for s in sentences) if s]
   if not sentences:
@@ -134,12 +137,24 @@ def train_sentencepiece(sentences: Iterable[str], options: SentencePieceOptions 
   model = io.BytesIO()
   try:
     spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(sentences), model_writer=model, vocab_size=options.vocab_size,
-      model_type=options.model_type, character_coverage=options.character_coverage,
-      byte_fallback=options.byte_fallback, pad_id=PAD, unk_id=UNK, bos_id=-1, eos_id=-1,
-      user_defined_symbols=list(SPECIALS), num_threads=1, shuffle_input_sentence=False,
-      input_sentence_size=options.input_sentence_size, max_sentence_length=options.max_sentence_length,
-      hard_vocab_limit=False, minloglevel=2)
+      sentence_iterator=iter(sentences),
+      model_writer=model,
+      vocab_size=options.vocab_size,
+      model_type=options.model_type,
+      character_coverage=options.character_coverage,
+      byte_fallback=options.byte_fallback,
+      pad_id=PAD,
+      unk_id=UNK,
+      bos_id=-1,
+      eos_id=-1,
+      user_defined_symbols=list(SPECIALS),
+      num_threads=1,
+      shuffle_input_sentence=False,
+      input_sentence_size=options.input_sentence_size,
+      max_sentence_length=options.max_sentence_length,
+      hard_vocab_limit=False,
+      minloglevel=2,
+    )
   except RuntimeError as e:  # e.g. vocab_size larger than the corpus supports
     raise ValueError(f"sentencepiece training failed: {e}") from e
   return SentencePieceTokenizer(model.getvalue())
@@ -155,8 +170,9 @@ def load(path: str | Path) -> SentencePieceTokenizer:
     raise ValueError(f"{path} is not a sentencepiece model: {e}") from e
 
 
-def cached_sentencepiece(name: str, sentences_fn, options: SentencePieceOptions, cache_dir: str | Path
-                         ) -> SentencePieceTokenizer:
+def cached_sentencepiece(
+  name: str, sentences_fn, options: SentencePieceOptions, cache_dir: str | Path
+) -> SentencePieceTokenizer:
   """Train once per (name, options, text) and reuse from cache_dir/<name>-<hash>.model afterwards."""
   sentences = list(sentences_fn())
   digest = hashlib.sha256(json.dumps([dataclasses.asdict(options), sentences]).encode()).hexdigest()[:16]

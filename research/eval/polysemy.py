@@ -65,8 +65,10 @@ def target_spans(sentence: str, lemma: str, pos: str) -> tuple[int, int]:
   for i in range(len(found) - k + 1):
     if found[i + head][0] in head_forms and all(found[i + j][0] == lemma_words[j] for j in range(k) if j != head):
       return found[i][1], found[i + k - 1][2]
-  raise ValueError(f"lemma {lemma!r} (pos {pos!r}) does not occur in {sentence!r}, not even as a regular "
-                   f"inflection of {lemma_words[head]!r}")
+  raise ValueError(
+    f"lemma {lemma!r} (pos {pos!r}) does not occur in {sentence!r}, not even as a regular "
+    f"inflection of {lemma_words[head]!r}"
+  )
 
 
 def best_threshold(similarities: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -104,8 +106,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
-def wic_similarities(embedder, split_pairs: Sequence[wic.Pair], layers: Sequence[int],
-                     batch_size: int = 32) -> np.ndarray:
+def wic_similarities(
+  embedder, split_pairs: Sequence[wic.Pair], layers: Sequence[int], batch_size: int = 32
+) -> np.ndarray:
   """[layers, N] cosine similarity of the target word's two vectors per pair (one embed call for the split)."""
   sentences = list(dict.fromkeys(s for p in split_pairs for s in (p.sentence_a, p.sentence_b)))
   out = embedder.embed(sentences, layer=list(layers), pooling="none", overflow="window", batch_size=batch_size)
@@ -120,8 +123,9 @@ def wic_similarities(embedder, split_pairs: Sequence[wic.Pair], layers: Sequence
   return _cosine(*sides).astype(np.float64)
 
 
-def wic_frozen(embedder, wic_cfg: wic.Config, layers: Sequence[int], *, max_pairs: int | None = None,
-               batch_size: int = 32) -> dict[str, Any]:
+def wic_frozen(
+  embedder, wic_cfg: wic.Config, layers: Sequence[int], *, max_pairs: int | None = None, batch_size: int = 32
+) -> dict[str, Any]:
   """Per-layer WiC accuracy of thresholded target-word cosine similarity (module docstring)."""
   layers = _layer_list(embedder, layers)
   if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 2):
@@ -139,16 +143,35 @@ def wic_frozen(embedder, wic_cfg: wic.Config, layers: Sequence[int], *, max_pair
   for i, layer in enumerate(layers):
     threshold, val_acc = best_threshold(sims["val"][i], labels["val"])
     test_acc = float(((sims["test"][i] >= threshold) == (labels["test"] == 1)).mean())
-    per_layer.append({
-      "layer": layer, "threshold": threshold, "val_accuracy": val_acc, "test_accuracy": test_acc,
-      **{f"{split}_mean_similarity_{name}": float(sims[split][i][labels[split] == lab].mean())
-         if (labels[split] == lab).any() else None
-         for split in EVAL_SPLITS for name, lab in (("same", 1), ("different", 0))}})
+    per_layer.append(
+      {
+        "layer": layer,
+        "threshold": threshold,
+        "val_accuracy": val_acc,
+        "test_accuracy": test_acc,
+        **{
+          f"{split}_mean_similarity_{name}": float(sims[split][i][labels[split] == lab].mean())
+          if (labels[split] == lab).any()
+          else None
+          for split in EVAL_SPLITS
+          for name, lab in (("same", 1), ("different", 0))
+        },
+      }
+    )
   majority = int(np.bincount(labels["val"], minlength=2).argmax())
   return {
-    "task": "wic", "config": dataclasses.asdict(wic_cfg), "max_pairs": max_pairs, "layers": per_layer,
-    "counts": {split: {"pairs": len(labels[split]), "same_sense": int(labels[split].sum()),
-                       "lemmas": len({p.lemma for p in all_pairs[split][:max_pairs]})} for split in EVAL_SPLITS},
+    "task": "wic",
+    "config": dataclasses.asdict(wic_cfg),
+    "max_pairs": max_pairs,
+    "layers": per_layer,
+    "counts": {
+      split: {
+        "pairs": len(labels[split]),
+        "same_sense": int(labels[split].sum()),
+        "lemmas": len({p.lemma for p in all_pairs[split][:max_pairs]}),
+      }
+      for split in EVAL_SPLITS
+    },
     "baseline": float((labels["test"] == majority).mean()),
     "baseline_note": "test accuracy of the val majority class (the splits are exactly balanced: 0.5)",
     "seconds": round(time.perf_counter() - t0, 2),
@@ -160,7 +183,7 @@ def _pair_arrays(embedder, split_pairs: Sequence[wic.Pair]) -> dict[str, np.ndar
   rows = []
   for p in split_pairs:
     for text in (p.sentence_a, p.sentence_b):
-      ids, spans = embedder._wrap(*(x[:embedder.capacity] for x in embedder.tokenize(text)))
+      ids, spans = embedder._wrap(*(x[: embedder.capacity] for x in embedder.tokenize(text)))
       start, end = target_spans(text, p.lemma, p.pos)
       spans = np.asarray(spans)
       rows.append((ids, (spans[:, 0] < end) & (spans[:, 1] > start) & (spans[:, 1] > spans[:, 0])))
@@ -169,15 +192,28 @@ def _pair_arrays(embedder, split_pairs: Sequence[wic.Pair]) -> dict[str, np.ndar
   for i, (ids, hit) in enumerate(rows):
     if not hit.any():
       raise ValueError(f"wic pair {i // 2}: no token covers the target word (truncated away?)")
-    tokens[i, :len(ids)], masks[i, :len(ids)] = ids, hit
+    tokens[i, : len(ids)], masks[i, : len(ids)] = ids, hit
   lengths = np.array([len(ids) for ids, _ in rows], np.int32)
   n = len(split_pairs)
-  return {"tokens": tokens.reshape(n, 2, length), "lengths": lengths.reshape(n, 2),
-          "masks": masks.reshape(n, 2, length), "labels": np.array([p.label for p in split_pairs], np.int32)}
+  return {
+    "tokens": tokens.reshape(n, 2, length),
+    "lengths": lengths.reshape(n, 2),
+    "masks": masks.reshape(n, 2, length),
+    "labels": np.array([p.label for p in split_pairs], np.int32),
+  }
 
 
-def wic_finetune(embedder, wic_cfg: wic.Config, *, steps: int = 260, batch_size: int = 32, learning_rate: float = 3e-5,
-                 head_learning_rate: float = 1e-3, seed: int = 0, eval_every: int = 50) -> dict[str, Any]:
+def wic_finetune(
+  embedder,
+  wic_cfg: wic.Config,
+  *,
+  steps: int = 260,
+  batch_size: int = 32,
+  learning_rate: float = 3e-5,
+  head_learning_rate: float = 1e-3,
+  seed: int = 0,
+  eval_every: int = 50,
+) -> dict[str, Any]:
   """Fine-tune the whole encoder + a head on WiC train: the target word's output vectors u, v of the two sentences
   -> [u, v, |u - v|, u * v] -> linear -> 2 classes (Sentence-BERT's classification features). AdamW, linear
   warmup (10%) and decay, `learning_rate` for the encoder and `head_learning_rate` for the fresh head (at the
@@ -200,8 +236,10 @@ def wic_finetune(embedder, wic_cfg: wic.Config, *, steps: int = 260, batch_size:
   encoder, d = Encoder(embedder.cfg), embedder.cfg.d_model
   frozen = {k: v for k, v in embedder.variables.items() if k != "params"}  # e.g. Performer's random features
   head = nn.Dense(2, kernel_init=nn.initializers.normal(0.02))
-  params = {"encoder": embedder.variables["params"],
-            "head": head.init(jax.random.key(seed), jnp.zeros((1, 4 * d)))["params"]}
+  params = {
+    "encoder": embedder.variables["params"],
+    "head": head.init(jax.random.key(seed), jnp.zeros((1, 4 * d)))["params"],
+  }
 
   def logits(params, tokens_Bx2xL, lengths_Bx2, masks_Bx2xL):
     b, _, length = tokens_Bx2xL.shape
@@ -215,19 +253,29 @@ def wic_finetune(embedder, wic_cfg: wic.Config, *, steps: int = 260, batch_size:
   warmup = max(1, steps // 10)
 
   def adamw(peak):
-    return optax.adamw(optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.linear_schedule(
-      peak, 0.0, max(1, steps - warmup))], [warmup]), weight_decay=0.01)
+    return optax.adamw(
+      optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, warmup), optax.linear_schedule(peak, 0.0, max(1, steps - warmup))], [warmup]
+      ),
+      weight_decay=0.01,
+    )
 
-  tx = optax.chain(optax.clip_by_global_norm(1.0), optax.multi_transform(
-    {"encoder": adamw(learning_rate), "head": adamw(head_learning_rate)},
-    lambda p: {part: jax.tree.map(lambda _, part=part: part, p[part]) for part in ("encoder", "head")}))
+  tx = optax.chain(
+    optax.clip_by_global_norm(1.0),
+    optax.multi_transform(
+      {"encoder": adamw(learning_rate), "head": adamw(head_learning_rate)},
+      lambda p: {part: jax.tree.map(lambda _, part=part: part, p[part]) for part in ("encoder", "head")},
+    ),
+  )
   opt_state = tx.init(params)
 
   @jax.jit
   def train_step(params, opt_state, batch):
     def loss_fn(p):
       return optax.softmax_cross_entropy_with_integer_labels(
-        logits(p, batch["tokens"], batch["lengths"], batch["masks"]), batch["labels"]).mean()
+        logits(p, batch["tokens"], batch["lengths"], batch["masks"]), batch["labels"]
+      ).mean()
+
     loss, grads = jax.value_and_grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -238,8 +286,12 @@ def wic_finetune(embedder, wic_cfg: wic.Config, *, steps: int = 260, batch_size:
     arrays, correct = data[split], 0
     for i in range(0, len(arrays["labels"]), 128):
       sl = slice(i, i + 128)
-      correct += int((np.asarray(predict(params, arrays["tokens"][sl], arrays["lengths"][sl], arrays["masks"][sl]))
-                      == arrays["labels"][sl]).sum())
+      correct += int(
+        (
+          np.asarray(predict(params, arrays["tokens"][sl], arrays["lengths"][sl], arrays["masks"][sl]))
+          == arrays["labels"][sl]
+        ).sum()
+      )
     return correct / len(arrays["labels"])
 
   rng = np.random.default_rng(seed)
@@ -247,18 +299,27 @@ def wic_finetune(embedder, wic_cfg: wic.Config, *, steps: int = 260, batch_size:
   order = np.concatenate([rng.permutation(n) for _ in range(-(-steps * batch_size // n))])
   history, best = [], None
   for step in range(1, steps + 1):
-    idx = order[(step - 1) * batch_size: step * batch_size]
+    idx = order[(step - 1) * batch_size : step * batch_size]
     params, opt_state, loss = train_step(params, opt_state, {k: v[idx] for k, v in train.items()})
     if step % eval_every == 0 or step == steps:
       row = {"step": step, "loss": float(loss), "val_accuracy": accuracy(params, "val")}
       history.append(row)
       if best is None or row["val_accuracy"] > best["val_accuracy"]:
         best = {**row, "test_accuracy": accuracy(params, "test")}
-  return {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate,
-          "head_learning_rate": head_learning_rate, "seed": seed,
-          "train_pairs": n, "best_step": best["step"], "val_accuracy": best["val_accuracy"],
-          "test_accuracy_best_val": best["test_accuracy"], "test_accuracy_final": accuracy(params, "test"),
-          "history": history, "seconds": round(time.perf_counter() - t0, 2)}
+  return {
+    "steps": steps,
+    "batch_size": batch_size,
+    "learning_rate": learning_rate,
+    "head_learning_rate": head_learning_rate,
+    "seed": seed,
+    "train_pairs": n,
+    "best_step": best["step"],
+    "val_accuracy": best["val_accuracy"],
+    "test_accuracy_best_val": best["test_accuracy"],
+    "test_accuracy_final": accuracy(params, "test"),
+    "history": history,
+    "seconds": round(time.perf_counter() - t0, 2),
+  }
 
 
 def _layer_list(embedder, layers: Sequence[int] | None) -> list[int]:
@@ -271,8 +332,9 @@ def _layer_list(embedder, layers: Sequence[int] | None) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- logistic
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, *, max_iter: int = 100,
-                 tol: float = 1e-9) -> tuple[np.ndarray, float]:
+def fit_logistic(
+  x: np.ndarray, y: np.ndarray, l2: float, *, max_iter: int = 100, tol: float = 1e-9
+) -> tuple[np.ndarray, float]:
   """(w, b) minimising mean(log(1 + exp(z)) - y z) + l2/2 |w|^2 with z = x w + b (bias unpenalised), by Newton's
   method with backtracking from zero: deterministic. y in {0, 1}."""
   x = np.asarray(x, np.float64)
@@ -317,8 +379,9 @@ def _accuracy(x: np.ndarray, y: np.ndarray, w: np.ndarray, b: float) -> float:
   return float((((x @ w + b) > 0) == (y == 1)).mean())
 
 
-def logistic_probe(features: dict[str, np.ndarray], labels: dict[str, np.ndarray],
-                   l2_grid: Sequence[float] = L2_GRID) -> dict[str, Any]:
+def logistic_probe(
+  features: dict[str, np.ndarray], labels: dict[str, np.ndarray], l2_grid: Sequence[float] = L2_GRID
+) -> dict[str, Any]:
   """Standardise with train statistics, fit on train per penalty, pick the penalty by val accuracy (ties: the
   larger), report train/val/test accuracy at it."""
   if not l2_grid:
@@ -333,30 +396,45 @@ def logistic_probe(features: dict[str, np.ndarray], labels: dict[str, np.ndarray
     val[l2] = _accuracy(x["val"], labels["val"], *fits[l2])
   best = max(val, key=lambda l2: (val[l2], l2))
   w, b = fits[best]
-  return {"l2": best, "val_accuracy_by_l2": {f"{k:g}": v for k, v in sorted(val.items())},
-          **{f"{s}_accuracy": _accuracy(x[s], labels[s], w, b) for s in ("train", "val", "test")}}
+  return {
+    "l2": best,
+    "val_accuracy_by_l2": {f"{k:g}": v for k, v in sorted(val.items())},
+    **{f"{s}_accuracy": _accuracy(x[s], labels[s], w, b) for s in ("train", "val", "test")},
+  }
 
 
-def sentiment_probe(embedder, sentiment_cfg: sentiment.Config, layer: int = -1, *,
-                    l2_grid: Sequence[float] = L2_GRID, batch_size: int = 32) -> dict[str, Any]:
+def sentiment_probe(
+  embedder,
+  sentiment_cfg: sentiment.Config,
+  layer: int = -1,
+  *,
+  l2_grid: Sequence[float] = L2_GRID,
+  batch_size: int = 32,
+) -> dict[str, Any]:
   """Logistic-regression probe of pooled vectors on the binary sentiment target (module docstring)."""
   if sentiment_cfg.target != "binary":
-    raise ValueError(f"sentiment_probe classifies: pass sentiment.Config(target='binary'), got "
-                     f"target={sentiment_cfg.target!r}")
+    raise ValueError(
+      f"sentiment_probe classifies: pass sentiment.Config(target='binary'), got target={sentiment_cfg.target!r}"
+    )
   t0 = time.perf_counter()
   split_texts = sentiment.examples(sentiment_cfg)
   features, labels = {}, {}
   for split in ("train", "val", "test"):
     if not split_texts[split]:
       raise ValueError(f"sentiment {sentiment_cfg}: the {split} split is empty")
-    features[split] = embedder.embed([t.text for t in split_texts[split]], layer=layer, overflow="truncate",
-                                     batch_size=batch_size)
+    features[split] = embedder.embed(
+      [t.text for t in split_texts[split]], layer=layer, overflow="truncate", batch_size=batch_size
+    )
     labels[split] = np.array([int(t.rating > 0) for t in split_texts[split]])
   probe = logistic_probe(features, labels, l2_grid)
   majority = int(np.bincount(labels["train"], minlength=2).argmax())
   return {
-    "task": "sentiment", "config": dataclasses.asdict(sentiment_cfg), "layer": layer,
-    "pooling": embedder.pooling, "normalized": embedder.normalize, **probe,
+    "task": "sentiment",
+    "config": dataclasses.asdict(sentiment_cfg),
+    "layer": layer,
+    "pooling": embedder.pooling,
+    "normalized": embedder.normalize,
+    **probe,
     "majority_class": majority,
     "majority_val_accuracy": float((labels["val"] == majority).mean()),
     "majority_test_accuracy": float((labels["test"] == majority).mean()),
@@ -373,8 +451,9 @@ def recall_at_1(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
   return float((sims.argmax(1) == right).mean()), float((sims.argmax(0) == right).mean())
 
 
-def xling_retrieval(embedder, xling_cfg: xling.Config | Sequence[xling.Config], *,
-                    batch_size: int = 32) -> dict[str, Any]:
+def xling_retrieval(
+  embedder, xling_cfg: xling.Config | Sequence[xling.Config], *, batch_size: int = 32
+) -> dict[str, Any]:
   """Recall@1 in both directions for each language pair's test split (module docstring)."""
   cfgs = [xling_cfg] if isinstance(xling_cfg, xling.Config) else list(xling_cfg)
   if not cfgs:
@@ -383,19 +462,41 @@ def xling_retrieval(embedder, xling_cfg: xling.Config | Sequence[xling.Config], 
   rows = []
   for cfg in cfgs:
     test = xling.examples(cfg)[0]["test"]
-    a, b = (embedder.embed([p[side] for p in test], overflow="truncate", normalize=True, batch_size=batch_size)
-            for side in ("a", "b"))
+    a, b = (
+      embedder.embed([p[side] for p in test], overflow="truncate", normalize=True, batch_size=batch_size)
+      for side in ("a", "b")
+    )
     a_to_b, b_to_a = recall_at_1(a, b)
-    rows.append({"pair": list(cfg.pair), "n": len(test), "recall_at_1_a_to_b": a_to_b,
-                 "recall_at_1_b_to_a": b_to_a, "chance": 1.0 / len(test)})
-  return {"task": "xling", "split": "test", "pairs": rows, "overflow": "truncate",
-          "seconds": round(time.perf_counter() - t0, 2)}
+    rows.append(
+      {
+        "pair": list(cfg.pair),
+        "n": len(test),
+        "recall_at_1_a_to_b": a_to_b,
+        "recall_at_1_b_to_a": b_to_a,
+        "chance": 1.0 / len(test),
+      }
+    )
+  return {
+    "task": "xling",
+    "split": "test",
+    "pairs": rows,
+    "overflow": "truncate",
+    "seconds": round(time.perf_counter() - t0, 2),
+  }
 
 
 # --------------------------------------------------------------------------------------------------- run
-def run(pretrained: Sequence[str] = (), checkpoints: Sequence[str | Path] = (), *, layers: Sequence[int] | None = None,
-        max_pairs: int | None = None, xling_pairs: Sequence[tuple[str, str]] = XLING_PAIRS,
-        text_tasks: bool = True, finetune_steps: int = 0, log=print) -> dict[str, Any]:
+def run(
+  pretrained: Sequence[str] = (),
+  checkpoints: Sequence[str | Path] = (),
+  *,
+  layers: Sequence[int] | None = None,
+  max_pairs: int | None = None,
+  xling_pairs: Sequence[tuple[str, str]] = XLING_PAIRS,
+  text_tasks: bool = True,
+  finetune_steps: int = 0,
+  log=print,
+) -> dict[str, Any]:
   """WiC per layer for every encoder (and, with `finetune_steps`, a fine-tuned WiC classifier); sentiment and
   xling for the pretrained ones (when `text_tasks`)."""
   from research.embed import Embedder
@@ -411,9 +512,15 @@ def run(pretrained: Sequence[str] = (), checkpoints: Sequence[str | Path] = (), 
   for kind, source in [("pretrained", n) for n in pretrained] + [("checkpoint", str(c)) for c in checkpoints]:
     emb = Embedder.from_pretrained(source) if kind == "pretrained" else Embedder.from_checkpoint(source)
     log(f"{emb.name}: WiC, layers {_layer_list(emb, layers)}")
-    entry = {"name": emb.name, "kind": kind, "source": source, "num_layers": emb.cfg.num_layers,
-             "d_model": emb.cfg.d_model, "max_tokens": emb.max_tokens,
-             "wic": wic_frozen(emb, wic.Config(), _layer_list(emb, layers), max_pairs=max_pairs)}
+    entry = {
+      "name": emb.name,
+      "kind": kind,
+      "source": source,
+      "num_layers": emb.cfg.num_layers,
+      "d_model": emb.cfg.d_model,
+      "max_tokens": emb.max_tokens,
+      "wic": wic_frozen(emb, wic.Config(), _layer_list(emb, layers), max_pairs=max_pairs),
+    }
     if finetune_steps:
       log(f"{emb.name}: fine-tuning on WiC for {finetune_steps} steps")
       entry["wic_finetune"] = wic_finetune(emb, wic.Config(), steps=finetune_steps)
@@ -434,11 +541,16 @@ def _notes(text_tasks: bool) -> list[str]:
     "test. Layer 0 = embedding output, L = encoder output. Splits are balanced (baseline 50%).",
     "Sentiment (VADER tweets, binary): logistic regression on the standardised pooled vectors (the model's own "
     "pooling), L2 penalty chosen on val; baseline = train-majority class."
-    if text_tasks else "Sentiment and xling were not run.",
+    if text_tasks
+    else "Sentiment and xling were not run.",
     "Xling: recall@1 over all test pairs of each language pair (pooled, L2-normalised; texts truncated to the "
-    "model's maximum); chance = 1/N." if text_tasks else "",
+    "model's maximum); chance = 1/N."
+    if text_tasks
+    else "",
     "Sentiment and xling run only for --pretrained encoders: a --checkpoint run's tokenizer is trained on its own "
-    "task's text and need not cover tweets or German/French help pages." if text_tasks else "",
+    "task's text and need not cover tweets or German/French help pages."
+    if text_tasks
+    else "",
   ]
 
 
@@ -461,39 +573,59 @@ def markdown(results: dict[str, Any]) -> str:
     w = e["wic"]
     c = w["counts"]
     subset = "" if w["max_pairs"] is None else f" (the first {w['max_pairs']} per split)"
-    lines += [f"## {e['name']} ({e['kind']}, {e['num_layers']} layers, d_model {e['d_model']})", "",
-              f"WiC: {c['val']['pairs']} val / {c['test']['pairs']} test pairs{subset}; baseline "
-              f"{_pct(w['baseline'])}%; {w['seconds']:.0f} s.", "",
-              "| layer | val acc (%) | test acc (%) | threshold | val cos same | val cos different |",
-              "|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+      f"## {e['name']} ({e['kind']}, {e['num_layers']} layers, d_model {e['d_model']})",
+      "",
+      f"WiC: {c['val']['pairs']} val / {c['test']['pairs']} test pairs{subset}; baseline "
+      f"{_pct(w['baseline'])}%; {w['seconds']:.0f} s.",
+      "",
+      "| layer | val acc (%) | test acc (%) | threshold | val cos same | val cos different |",
+      "|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in w["layers"]:
       same, diff = r["val_mean_similarity_same"], r["val_mean_similarity_different"]
-      lines.append(f"| {r['layer']} | {_pct(r['val_accuracy'])} | {_pct(r['test_accuracy'])} | {r['threshold']:.4f} | "
-                   f"{'-' if same is None else f'{same:.3f}'} | {'-' if diff is None else f'{diff:.3f}'} |")
+      lines.append(
+        f"| {r['layer']} | {_pct(r['val_accuracy'])} | {_pct(r['test_accuracy'])} | {r['threshold']:.4f} | "
+        f"{'-' if same is None else f'{same:.3f}'} | {'-' if diff is None else f'{diff:.3f}'} |"
+      )
     lines.append("")
     f = e.get("wic_finetune")
     if f:
-      lines += [f"WiC fine-tuned (whole encoder + linear head on the target word's [u, v, |u-v|, u*v]; {f['steps']} "
-                f"steps x {f['batch_size']} of {f['train_pairs']} train pairs, AdamW lr {f['learning_rate']:g}, head "
-                f"{f.get('head_learning_rate', f['learning_rate']):g}; "
-                f"{f['seconds']:.0f} s): test {_pct(f['test_accuracy_best_val'])}% at the best val step "
-                f"{f['best_step']} (val {_pct(f['val_accuracy'])}%), {_pct(f['test_accuracy_final'])}% at the "
-                "last.", ""]
+      lines += [
+        f"WiC fine-tuned (whole encoder + linear head on the target word's [u, v, |u-v|, u*v]; {f['steps']} "
+        f"steps x {f['batch_size']} of {f['train_pairs']} train pairs, AdamW lr {f['learning_rate']:g}, head "
+        f"{f.get('head_learning_rate', f['learning_rate']):g}; "
+        f"{f['seconds']:.0f} s): test {_pct(f['test_accuracy_best_val'])}% at the best val step "
+        f"{f['best_step']} (val {_pct(f['val_accuracy'])}%), {_pct(f['test_accuracy_final'])}% at the "
+        "last.",
+        "",
+      ]
     s = e.get("sentiment")
     if s:
-      lines += [f"Sentiment probe (VADER {s['config']['corpus']}, binary; layer {s['layer']}, {s['pooling']} pooling"
-                f"{', L2-normalised' if s['normalized'] else ''}; {s['counts']['train']}/{s['counts']['val']}/"
-                f"{s['counts']['test']} train/val/test; {s['seconds']:.0f} s):", "",
-                "| l2 | train acc (%) | val acc (%) | test acc (%) | majority test acc (%) |",
-                "|---:|---:|---:|---:|---:|",
-                f"| {s['l2']:g} | {_pct(s['train_accuracy'])} | {_pct(s['val_accuracy'])} | {_pct(s['test_accuracy'])} "
-                f"| {_pct(s['majority_test_accuracy'])} |", ""]
+      lines += [
+        f"Sentiment probe (VADER {s['config']['corpus']}, binary; layer {s['layer']}, {s['pooling']} pooling"
+        f"{', L2-normalised' if s['normalized'] else ''}; {s['counts']['train']}/{s['counts']['val']}/"
+        f"{s['counts']['test']} train/val/test; {s['seconds']:.0f} s):",
+        "",
+        "| l2 | train acc (%) | val acc (%) | test acc (%) | majority test acc (%) |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {s['l2']:g} | {_pct(s['train_accuracy'])} | {_pct(s['val_accuracy'])} | {_pct(s['test_accuracy'])} "
+        f"| {_pct(s['majority_test_accuracy'])} |",
+        "",
+      ]
     x = e.get("xling")
     if x:
-      lines += [f"Cross-lingual retrieval (xling test split, {x['seconds']:.0f} s):", "",
-                "| pair | N | recall@1 a->b (%) | recall@1 b->a (%) | chance (%) |", "|---|---:|---:|---:|---:|"]
-      lines += [f"| {r['pair'][0]} -> {r['pair'][1]} | {r['n']} | {_pct(r['recall_at_1_a_to_b'])} | "
-                f"{_pct(r['recall_at_1_b_to_a'])} | {100 * r['chance']:.2f} |" for r in x["pairs"]]
+      lines += [
+        f"Cross-lingual retrieval (xling test split, {x['seconds']:.0f} s):",
+        "",
+        "| pair | N | recall@1 a->b (%) | recall@1 b->a (%) | chance (%) |",
+        "|---|---:|---:|---:|---:|",
+      ]
+      lines += [
+        f"| {r['pair'][0]} -> {r['pair'][1]} | {r['n']} | {_pct(r['recall_at_1_a_to_b'])} | "
+        f"{_pct(r['recall_at_1_b_to_a'])} | {100 * r['chance']:.2f} |"
+        for r in x["pairs"]
+      ]
       lines.append("")
     if e["kind"] == "checkpoint" and not s:
       lines += ["Sentiment and xling: not run for --checkpoint encoders (see the notes).", ""]
@@ -516,13 +648,22 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     xs = [r["layer"] for r in rows]
     color = styles[e["name"]]["color"]
     ax.plot(xs, [100 * r["test_accuracy"] for r in rows], color=color, marker="o", linewidth=1.8)
-    ax.plot(xs, [100 * r["val_accuracy"] for r in rows], color=color, marker="o", markerfacecolor="none",
-            linestyle=":", linewidth=1.2)
+    ax.plot(
+      xs,
+      [100 * r["val_accuracy"] for r in rows],
+      color=color,
+      marker="o",
+      markerfacecolor="none",
+      linestyle=":",
+      linewidth=1.2,
+    )
     handles.append(Line2D([], [], color=color, marker="o", label=e["name"]))
   ax.axhline(50.0, color="0.3", linestyle="--", linewidth=1.0)
-  handles += [Line2D([], [], color="black", linestyle="-", label="test"),
-              Line2D([], [], color="black", linestyle=":", marker="o", markerfacecolor="none", label="val"),
-              Line2D([], [], color="0.3", linestyle="--", label="50% (balanced)")]
+  handles += [
+    Line2D([], [], color="black", linestyle="-", label="test"),
+    Line2D([], [], color="black", linestyle=":", marker="o", markerfacecolor="none", label="val"),
+    Line2D([], [], color="0.3", linestyle="--", label="50% (balanced)"),
+  ]
   ax.set_xlabel("layer (0 = embeddings)")
   ax.set_ylabel("accuracy (%)")
   ax.set_title("WiC frozen-embedding accuracy vs layer")

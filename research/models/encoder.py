@@ -71,14 +71,21 @@ class EncoderConfig:
       raise ValueError(f"model.d_model={self.d_model} is not divisible by model.num_heads={self.num_heads}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
-    checks = (("positions", POSITIONS), ("mlp", MLPS), ("remat_policy", tuple(REMAT_POLICIES)), ("norm", NORMS),
-              ("dtype", ("float32", "bfloat16", "float16")), ("seq_softmax", ("ring", "allgather")))
+    checks = (
+      ("positions", POSITIONS),
+      ("mlp", MLPS),
+      ("remat_policy", tuple(REMAT_POLICIES)),
+      ("norm", NORMS),
+      ("dtype", ("float32", "bfloat16", "float16")),
+      ("seq_softmax", ("ring", "allgather")),
+    )
     for name, allowed in checks:
       if getattr(self, name) not in allowed:
         raise ValueError(f"model.{name}={getattr(self, name)!r}; expected one of {', '.join(allowed)}")
     if self.scan_unroll < 1:
-      raise ValueError(f"model.scan_unroll must be >= 1 (num_layers={self.num_layers} unrolls fully), got "
-                       f"{self.scan_unroll}")
+      raise ValueError(
+        f"model.scan_unroll must be >= 1 (num_layers={self.num_layers} unrolls fully), got {self.scan_unroll}"
+      )
     if self.conv_kernel < 0:
       raise ValueError(f"model.conv_kernel must be >= 0, got {self.conv_kernel}")
     if self.type_vocab_size < 0:
@@ -87,8 +94,9 @@ class EncoderConfig:
       raise ValueError(f"model.norm_eps must be in (0, 1), got {self.norm_eps}")
     names = self.attention.split("+")
     if len(names) > 1 and len(names) != self.num_layers:
-      raise ValueError(f"model.attention={self.attention!r} names {len(names)} layers but model.num_layers="
-                       f"{self.num_layers}")
+      raise ValueError(
+        f"model.attention={self.attention!r} names {len(names)} layers but model.num_layers={self.num_layers}"
+      )
     for name in dict.fromkeys(names):
       caps = attention.capabilities(name)  # unknown name -> clear error
       if self.positions not in caps.positions:
@@ -127,15 +135,25 @@ def _resolve_mixer_configs(names: list[str], given: Any, max_len: int) -> Any:
     options = dict(given or {})
     unknown = [o for o in options if not any(o in attention.config_fields(n) for n in names)]
     if unknown:
-      raise ValueError(f"unknown attention option(s) {', '.join(map(repr, unknown))} for {'+'.join(names)}; "
-                       f"valid: {', '.join(sorted(set().union(*map(attention.config_fields, names))))}")
-    configs = tuple(attention.make_config(n, {**attention.length_options(n, max_len),
-                                              **{k: v for k, v in options.items() if k in attention.config_fields(n)}})
-                    for n in names)
+      raise ValueError(
+        f"unknown attention option(s) {', '.join(map(repr, unknown))} for {'+'.join(names)}; "
+        f"valid: {', '.join(sorted(set().union(*map(attention.config_fields, names))))}"
+      )
+    configs = tuple(
+      attention.make_config(
+        n,
+        {
+          **attention.length_options(n, max_len),
+          **{k: v for k, v in options.items() if k in attention.config_fields(n)},
+        },
+      )
+      for n in names
+    )
   else:
     configs = tuple(given) if isinstance(given, (tuple, list)) else (given,)
     if len(configs) != len(names) or any(
-        type(c) is not attention.get(n).Config for c, n in zip(configs, names, strict=True)):
+      type(c) is not attention.get(n).Config for c, n in zip(configs, names, strict=True)
+    ):
       raise ValueError(f"attention_cfg {given!r} does not match attention {'+'.join(names)}")
   return configs[0] if len(configs) == 1 else configs
 
@@ -145,9 +163,13 @@ def _init(init, axes):
 
 
 def layer_norm(cfg: EncoderConfig, name: str | None = None) -> nn.LayerNorm:
-  return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=jnp.dtype(cfg.dtype), name=name,
-                      scale_init=_init(nn.initializers.ones, ("embed",)),
-                      bias_init=_init(nn.initializers.zeros, ("embed",)))
+  return nn.LayerNorm(
+    epsilon=cfg.norm_eps,
+    dtype=jnp.dtype(cfg.dtype),
+    name=name,
+    scale_init=_init(nn.initializers.ones, ("embed",)),
+    bias_init=_init(nn.initializers.zeros, ("embed",)),
+  )
 
 
 def rope(x_BxLxHxD: jax.Array, positions_BxL: jax.Array, base: float = 10_000.0) -> jax.Array:
@@ -179,8 +201,8 @@ class Proj(nn.Module):
     out_axis = tuple(range(1, n)) if self.out_from == 0 else tuple(range(self.out_from, n))
     init = nn.initializers.lecun_normal(in_axis=in_axis, out_axis=out_axis)
     kernel = self.param("kernel", _init(init, self.axes), self.shape)
-    out_shape = self.shape[1:] if self.out_from == 0 else self.shape[self.out_from:]
-    out_axes = self.axes[1:] if self.out_from == 0 else self.axes[self.out_from:]
+    out_shape = self.shape[1:] if self.out_from == 0 else self.shape[self.out_from :]
+    out_axes = self.axes[1:] if self.out_from == 0 else self.axes[self.out_from :]
     bias = self.param("bias", _init(nn.initializers.zeros, out_axes), out_shape)
     return jnp.einsum(self.eq, x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
 
@@ -197,7 +219,8 @@ class Block(nn.Module):
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     pre = cfg.norm == "pre"
     dense_heads = lambda name: Proj(  # noqa: E731
-      (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), "ble,ehd->blhd", 0, dtype, name=name)
+      (cfg.d_model, cfg.num_heads, cfg.head_dim), ("embed", "heads", "kv"), "ble,ehd->blhd", 0, dtype, name=name
+    )
 
     attn_norm, mlp_norm = layer_norm(cfg, "attn_norm"), layer_norm(cfg, "mlp_norm")
     h = attn_norm(x_BxLxE) if pre else x_BxLxE
@@ -210,33 +233,54 @@ class Block(nn.Module):
     name = cfg.layer_attention[self.layer]
     mixer = attention.get(name)(cfg=mixer_cfg, name="mixer")
     mesh = jax.sharding.get_abstract_mesh()
-    if "seq" in mesh.axis_names and mesh.shape["seq"] > 1 and name in sequence.supported() \
-        and not self.is_initializing():  # init creates the mixer's variables through its own call
+    if (
+      "seq" in mesh.axis_names and mesh.shape["seq"] > 1 and name in sequence.supported() and not self.is_initializing()
+    ):  # init creates the mixer's variables through its own call
       o_BxLxHxD = sequence.sequence_parallel_attention(
-        name, q, k, v, segments, mesh=mesh, batch_axes=tuple(a for a in ("data", "fsdp") if a in mesh.axis_names),
-        causal=cfg.causal, config=mixer_cfg, variables=mixer.variables, softmax_mode=cfg.seq_softmax)
+        name,
+        q,
+        k,
+        v,
+        segments,
+        mesh=mesh,
+        batch_axes=tuple(a for a in ("data", "fsdp") if a in mesh.axis_names),
+        causal=cfg.causal,
+        config=mixer_cfg,
+        variables=mixer.variables,
+        softmax_mode=cfg.seq_softmax,
+      )
     else:  # (other variants on a `seq` mesh: XLA's automatic partitioning gathers what they need)
       o_BxLxHxD = mixer(q, k, v, segments, cfg.causal)
     if cfg.capture_attention and attention.capabilities(cfg.layer_attention[self.layer]).implied_weights:
       self.sow("intermediates", "attention_weights", mixer.implied_weights(q, k, v, segments, cfg.causal))
-    o = Proj((cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype,
-             name="out")(o_BxLxHxD)
+    o = Proj(
+      (cfg.num_heads, cfg.head_dim, cfg.d_model), ("heads", "kv", "embed"), "blhd,hde->ble", 2, dtype, name="out"
+    )(o_BxLxHxD)
     x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(o, deterministic=self.deterministic)
     if not pre:
       x_BxLxE = attn_norm(x_BxLxE)
 
     h = mlp_norm(x_BxLxE) if pre else x_BxLxE
     width = cfg.mlp_dim * (2 if cfg.mlp == "geglu" else 1)
-    h = nn.Dense(width, dtype=dtype, name="mlp_in", kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "mlp")),
-                 bias_init=_init(nn.initializers.zeros, ("mlp",)))(h)
+    h = nn.Dense(
+      width,
+      dtype=dtype,
+      name="mlp_in",
+      kernel_init=_init(nn.initializers.lecun_normal(), ("embed", "mlp")),
+      bias_init=_init(nn.initializers.zeros, ("mlp",)),
+    )(h)
     if cfg.mlp == "geglu":
       gate, h = jnp.split(h, 2, axis=-1)
       h = nn.gelu(gate, approximate=cfg.gelu_approximate) * h
     else:
       h = nn.gelu(h, approximate=cfg.gelu_approximate)
-    h = nn.Dense(cfg.d_model, dtype=dtype, name="mlp_out",
-                 kernel_init=_init(nn.initializers.lecun_normal(), ("mlp", "embed")),
-                 bias_init=_init(nn.initializers.zeros, ("embed",)))(h)
+    h = nn.Dense(
+      cfg.d_model,
+      dtype=dtype,
+      name="mlp_out",
+      kernel_init=_init(nn.initializers.lecun_normal(), ("mlp", "embed")),
+      bias_init=_init(nn.initializers.zeros, ("embed",)),
+    )(h)
     x_BxLxE = x_BxLxE + nn.Dropout(cfg.dropout)(h, deterministic=self.deterministic)
     if not pre:
       x_BxLxE = mlp_norm(x_BxLxE)
@@ -263,9 +307,12 @@ class Stack(nn.Module):
       return x_BxLxE
     block = _maybe_remat(self.cfg)
     scanned = nn.scan(
-      block, variable_axes={"params": 0, "intermediates": 0, "random_features": 0},
+      block,
+      variable_axes={"params": 0, "intermediates": 0, "random_features": 0},
       split_rngs={"params": True, "dropout": True},
-      in_axes=nn.broadcast, length=self.cfg.num_layers, unroll=min(self.cfg.scan_unroll, self.cfg.num_layers),
+      in_axes=nn.broadcast,
+      length=self.cfg.num_layers,
+      unroll=min(self.cfg.scan_unroll, self.cfg.num_layers),
       metadata_params={nn.PARTITION_NAME: "layers"},
     )
     x_BxLxE, _ = scanned(self.cfg, deterministic, name="layers")(x_BxLxE, segments)
@@ -280,14 +327,19 @@ class Encoder(nn.Module):
   def setup(self):
     cfg = self.cfg
     self.embed = nn.Embed(
-      cfg.padded_vocab, cfg.d_model, dtype=jnp.dtype(cfg.dtype),
-      embedding_init=_init(nn.initializers.normal(0.02), ("vocab", "embed")))
+      cfg.padded_vocab,
+      cfg.d_model,
+      dtype=jnp.dtype(cfg.dtype),
+      embedding_init=_init(nn.initializers.normal(0.02), ("vocab", "embed")),
+    )
     if cfg.positions == "learned":
       self.pos_embed = self.param(
-        "pos_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.max_len, cfg.d_model))
+        "pos_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.max_len, cfg.d_model)
+      )
     if cfg.type_vocab_size:
       self.type_embed = self.param(
-        "type_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.type_vocab_size, cfg.d_model))
+        "type_embedding", _init(nn.initializers.normal(0.02), (None, "embed")), (cfg.type_vocab_size, cfg.d_model)
+      )
     if cfg.norm == "post":
       self.embed_norm = layer_norm(cfg)
     self.stack = Stack(cfg)
@@ -295,8 +347,13 @@ class Encoder(nn.Module):
       self.final_norm = layer_norm(cfg)
     self.dropout = nn.Dropout(cfg.dropout)
 
-  def __call__(self, tokens_BxL: jax.Array, segments: Segments, deterministic: bool = True,
-               token_types_BxL: jax.Array | None = None) -> jax.Array:
+  def __call__(
+    self,
+    tokens_BxL: jax.Array,
+    segments: Segments,
+    deterministic: bool = True,
+    token_types_BxL: jax.Array | None = None,
+  ) -> jax.Array:
     """`token_types_BxL`: BERT's segment ids (default all 0); only with `type_vocab_size > 0`."""
     cfg = self.cfg
     if tokens_BxL.shape[1] > cfg.max_len:

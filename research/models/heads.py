@@ -29,13 +29,21 @@ class Classifier(nn.Module):
     else:
       valid_BxL = segments.valid.astype(jnp.float32)
       pooled_BxE = jnp.einsum("ble,bl->be", x_BxLxE.astype(jnp.float32), valid_BxL) / jnp.maximum(
-        valid_BxL.sum(-1, keepdims=True), 1.0)
-    hidden = nn.Dense(self.encoder.d_model, name="pre_logits", kernel_init=nn.with_logical_partitioning(
-      nn.initializers.lecun_normal(), ("embed", "mlp")), bias_init=nn.with_logical_partitioning(
-        nn.initializers.zeros, ("mlp",)))(pooled_BxE)
-    return nn.Dense(self.num_classes, name="logits", dtype=jnp.float32, kernel_init=nn.with_logical_partitioning(
-      nn.initializers.zeros, ("mlp", None)), bias_init=nn.with_logical_partitioning(
-        nn.initializers.zeros, (None,)))(nn.tanh(hidden))
+        valid_BxL.sum(-1, keepdims=True), 1.0
+      )
+    hidden = nn.Dense(
+      self.encoder.d_model,
+      name="pre_logits",
+      kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "mlp")),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)),
+    )(pooled_BxE)
+    return nn.Dense(
+      self.num_classes,
+      name="logits",
+      dtype=jnp.float32,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp", None)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (None,)),
+    )(nn.tanh(hidden))
 
 
 class MaskedLM(nn.Module):
@@ -46,7 +54,8 @@ class MaskedLM(nn.Module):
   def setup(self):
     self.backbone = Encoder(self.encoder)
     self.bias = self.param(
-      "output_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)), (self.encoder.padded_vocab,))
+      "output_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("vocab",)), (self.encoder.padded_vocab,)
+    )
 
   def __call__(self, tokens_BxL, segments: Segments, deterministic: bool = True) -> jax.Array:
     x_BxLxE = self.backbone(tokens_BxL, segments, deterministic)
@@ -60,13 +69,19 @@ def _pool(x_BxLxE: jax.Array, segments: Segments, pool: str) -> jax.Array:
     return x_BxLxE[:, 0].astype(jnp.float32)
   valid_BxL = segments.valid.astype(jnp.float32)
   return jnp.einsum("ble,bl->be", x_BxLxE.astype(jnp.float32), valid_BxL) / jnp.maximum(
-    valid_BxL.sum(-1, keepdims=True), 1.0)
+    valid_BxL.sum(-1, keepdims=True), 1.0
+  )
 
 
 def _dense(features: int, name: str, axes: tuple, init=None) -> nn.Dense:
   init = init or nn.initializers.lecun_normal()
-  return nn.Dense(features, name=name, dtype=jnp.float32, kernel_init=nn.with_logical_partitioning(init, axes),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)))
+  return nn.Dense(
+    features,
+    name=name,
+    dtype=jnp.float32,
+    kernel_init=nn.with_logical_partitioning(init, axes),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+  )
 
 
 class PairClassifier(nn.Module):
@@ -77,8 +92,9 @@ class PairClassifier(nn.Module):
   pool: str = "cls"
 
   @nn.compact
-  def __call__(self, tokens_a, segments_a: Segments, tokens_b, segments_b: Segments,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(
+    self, tokens_a, segments_a: Segments, tokens_b, segments_b: Segments, deterministic: bool = True
+  ) -> jax.Array:
     enc = Encoder(self.encoder, name="encoder")
     u = _pool(enc(tokens_a, segments_a, deterministic), segments_a, self.pool)
     v = _pool(enc(tokens_b, segments_b, deterministic), segments_b, self.pool)
@@ -94,13 +110,15 @@ class DualEncoder(nn.Module):
   init_scale: float = 20.0
 
   @nn.compact
-  def __call__(self, tokens_a, segments_a: Segments, tokens_b, segments_b: Segments,
-               deterministic: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+  def __call__(
+    self, tokens_a, segments_a: Segments, tokens_b, segments_b: Segments, deterministic: bool = True
+  ) -> tuple[jax.Array, jax.Array, jax.Array]:
     enc = Encoder(self.encoder, name="encoder")
     proj = _dense(self.encoder.d_model, "projection", ("embed", "mlp"))
     za = proj(_pool(enc(tokens_a, segments_a, deterministic), segments_a, self.pool))
     zb = proj(_pool(enc(tokens_b, segments_b, deterministic), segments_b, self.pool))
     normalize = lambda z: z * jax.lax.rsqrt(jnp.sum(z * z, -1, keepdims=True) + 1e-12)  # noqa: E731
-    log_scale = self.param("log_scale", nn.with_logical_partitioning(
-      nn.initializers.constant(jnp.log(self.init_scale)), ()), ())
+    log_scale = self.param(
+      "log_scale", nn.with_logical_partitioning(nn.initializers.constant(jnp.log(self.init_scale)), ()), ()
+    )
     return normalize(za), normalize(zb), jnp.exp(log_scale)

@@ -49,9 +49,11 @@ def with_halo(x_BxLx___: jax.Array, axis: str, left: int, right: int) -> jax.Arr
   after it: Bx(left+L+right)x…, zeros (i.e. padding) beyond the first and the last shard."""
   length = x_BxLx___.shape[1]
   if max(left, right) > length:
-    raise ValueError(f"a halo of {max(left, right)} tokens needs more than one neighbouring shard (each holds "
-                     f"{length}); use fewer shards along {axis!r}")
-  parts = [from_shard(x_BxLx___[:, length - left:], axis, 1)] if left else []
+    raise ValueError(
+      f"a halo of {max(left, right)} tokens needs more than one neighbouring shard (each holds "
+      f"{length}); use fewer shards along {axis!r}"
+    )
+  parts = [from_shard(x_BxLx___[:, length - left :], axis, 1)] if left else []
   parts.append(x_BxLx___)
   if right:
     parts.append(from_shard(x_BxLx___[:, :right], axis, -1))

@@ -100,7 +100,13 @@ def linear_attention_sp(
     state = _add(initial_state, state)
   if causal:
     out, _ = linear_attention(
-      phi_q_BxLxHxF, phi_k_BxLxHxF, v_BxLxHxD, causal=True, eps=eps, form=form, chunk_size=chunk_size,
+      phi_q_BxLxHxF,
+      phi_k_BxLxHxF,
+      v_BxLxHxD,
+      causal=True,
+      eps=eps,
+      form=form,
+      chunk_size=chunk_size,
       initial_state=state,
     )
   else:  # no keys: the queries read the global state, which already holds this shard's keys
@@ -141,8 +147,17 @@ def _merge_stabilised(a: StabilisedState, b: StabilisedState) -> StabilisedState
 
 
 def favor_attention_sp(
-  phi_q_BxLxHxF, phi_k_BxLxHxF, ref_BxLxH, v_BxLxHxD, segments: Segments, axis: str, *,
-  causal: bool, eps: float, form: str = "chunked", chunk_size: int = 64,
+  phi_q_BxLxHxF,
+  phi_k_BxLxHxF,
+  ref_BxLxH,
+  v_BxLxHxD,
+  segments: Segments,
+  axis: str,
+  *,
+  causal: bool,
+  eps: float,
+  form: str = "chunked",
+  chunk_size: int = 64,
 ) -> jax.Array:
   """Performer's softmax kernel across shards, from the shard-local `favor_features` (φ̃(q), φ̃(k), μ).
 
@@ -162,10 +177,17 @@ def favor_attention_sp(
   identity = (jnp.zeros_like(local[0]), jnp.zeros_like(local[1]), jnp.full_like(local[2], NEG))
   kv0, z0, r0 = exclusive_scan(_merge_stabilised, local, identity, axis)
   z_BxLxHxF = causal_key_sums(phi_k, ref_global_BxLxH, chunk_size=chunk_size) + z0[:, None] * jnp.exp(
-    jnp.minimum(r0[:, None] - ref_global_BxLxH[..., None], 0.0))
+    jnp.minimum(r0[:, None] - ref_global_BxLxH[..., None], 0.0)
+  )
   out, _ = stabilised_causal_attention(
-    _rescale_queries(phi_q_BxLxHxF, z_BxLxHxF), phi_k, ref_global_BxLxH, v_BxLxHxD, eps=eps, form=form,
-    chunk_size=chunk_size, initial_state=(kv0, z0, r0),
+    _rescale_queries(phi_q_BxLxHxF, z_BxLxHxF),
+    phi_k,
+    ref_global_BxLxH,
+    v_BxLxHxD,
+    eps=eps,
+    form=form,
+    chunk_size=chunk_size,
+    initial_state=(kv0, z0, r0),
   )
   return out
 
@@ -243,8 +265,9 @@ def _online_softmax(stats, q_BxLxHxD, k_BxSxHxD, v_BxSxHxD, mask_Bx1xLxS):
   m_new = jnp.maximum(m_BxHxL, jnp.max(s_BxHxLxS, axis=-1))
   p_BxHxLxS = jnp.where(mask_Bx1xLxS, jnp.exp(s_BxHxLxS - m_new[..., None]), 0.0)
   rescale = jnp.exp(m_BxHxL - m_new)
-  pv_BxHxLxD = jnp.einsum("bhls,bshd->bhld", p_BxHxLxS.astype(v_BxSxHxD.dtype), v_BxSxHxD,
-                          preferred_element_type=jnp.float32)
+  pv_BxHxLxD = jnp.einsum(
+    "bhls,bshd->bhld", p_BxHxLxS.astype(v_BxSxHxD.dtype), v_BxSxHxD, preferred_element_type=jnp.float32
+  )
   return m_new, l_BxHxL * rescale + jnp.sum(p_BxHxLxS, axis=-1), acc_BxHxLxD * rescale[..., None] + pv_BxHxLxD
 
 
@@ -260,8 +283,11 @@ def ring_attention(q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, segments: Segments, axis: st
     mask = _pair_mask(ids_BxL, me * length + index_L, k_ids, source * length + index_L, causal)
     return _online_softmax(stats, q_BxLxHxD, k, v, mask)
 
-  empty = (jnp.full((b, h, length), NEG, jnp.float32), jnp.zeros((b, h, length), jnp.float32),
-           jnp.zeros((b, h, length, v_BxLxHxD.shape[-1]), jnp.float32))
+  empty = (
+    jnp.full((b, h, length), NEG, jnp.float32),
+    jnp.zeros((b, h, length), jnp.float32),
+    jnp.zeros((b, h, length, v_BxLxHxD.shape[-1]), jnp.float32),
+  )
   stats = block(empty, k_BxLxHxD, v_BxLxHxD, ids_BxL, me)
 
   def step(carry, t):
@@ -275,7 +301,14 @@ def ring_attention(q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, segments: Segments, axis: st
 
 
 def allgather_attention(
-  q_BxLxHxD, k_BxLxHxD, v_BxLxHxD, segments: Segments, axis: str, *, causal: bool, implementation: str | None = None,
+  q_BxLxHxD,
+  k_BxLxHxD,
+  v_BxLxHxD,
+  segments: Segments,
+  axis: str,
+  *,
+  causal: bool,
+  implementation: str | None = None,
 ) -> jax.Array:
   """Softmax attention of the shard's queries over all-gathered K/V (BxSxHxD, S = n·L): one masked block, by
   `softmax.materialized_attention` (or `jax.nn.dot_product_attention` with that `implementation`)."""
@@ -335,8 +368,10 @@ def _cosformer(mixer, q, k, v, segments, call: _Call):
   cfg = mixer.cfg
   if call.causal:
     if call.length > cfg.causal_m:
-      raise ValueError(f"cosformer causal_m={cfg.causal_m} is shorter than the row length {call.length}; raise "
-                       f"causal_m to at least {call.length}")
+      raise ValueError(
+        f"cosformer causal_m={cfg.causal_m} is shorter than the row length {call.length}; raise "
+        f"causal_m to at least {call.length}"
+      )
     m_BxL = jnp.full(segments.segment_ids.shape, float(cfg.causal_m), jnp.float32)
   else:
     m_BxL = jnp.maximum(segment_positions(segments, call.axis)[1], 1).astype(jnp.float32)
@@ -356,10 +391,11 @@ def _based_window(qt, kt, v, segments, call: _Call, window: int):
   right = 0 if call.causal else w
   ext = lambda x: with_halo(x, call.axis, w, right)
   qt_ext = jnp.pad(qt, ((0, 0), (w, right), (0, 0), (0, 0)))  # halo queries are computed and dropped
-  m, cv, c = window_correction(qt_ext, ext(kt), ext(v), halo_segments(segments, call.axis, w, right),
-                               window=window, causal=call.causal)
+  m, cv, c = window_correction(
+    qt_ext, ext(kt), ext(v), halo_segments(segments, call.axis, w, right), window=window, causal=call.causal
+  )
   length = qt.shape[1]
-  return m[:, w:w + length], cv[:, w:w + length], c[:, w:w + length]
+  return m[:, w : w + length], cv[:, w : w + length], c[:, w : w + length]
 
 
 def _based(mixer, q, k, v, segments, call: _Call):
@@ -371,8 +407,9 @@ def _based(mixer, q, k, v, segments, call: _Call):
   if cfg.window:
     correction = _based_window(qt, kt, v, segments, call, cfg.window)
     phi_q, phi_k, initial_state = with_window(phi_q, phi_k, v, *correction)
-  out = linear_attention_sp(phi_q, phi_k, v, call.axis, causal=call.causal, eps=cfg.eps, initial_state=initial_state,
-                            **_forms(cfg))
+  out = linear_attention_sp(
+    phi_q, phi_k, v, call.axis, causal=call.causal, eps=cfg.eps, initial_state=initial_state, **_forms(cfg)
+  )
   return zero_padding(out.astype(v.dtype), segments)
 
 
@@ -407,8 +444,15 @@ def _retention(mixer, q, k, v, segments, call: _Call):
   cfg = mixer.cfg
   b, length, h, _ = q.shape
   g_BxLxHx1 = jnp.broadcast_to(log_gammas(h)[:, None], (b, length, h, 1))
-  out = decay_attention_sp(*_decay_inputs(q, k, v, segments), g_BxLxHx1, segments, call.axis, causal=call.causal,
-                           sub_chunk_size=1, **_forms(cfg))
+  out = decay_attention_sp(
+    *_decay_inputs(q, k, v, segments),
+    g_BxLxHx1,
+    segments,
+    call.axis,
+    causal=call.causal,
+    sub_chunk_size=1,
+    **_forms(cfg),
+  )
   if cfg.normalize_decay:
     out = out * _retention_row_scale(segments, h, call)[..., None]
   return mixer.finalize(out, segments).astype(v.dtype)
@@ -416,8 +460,15 @@ def _retention(mixer, q, k, v, segments, call: _Call):
 
 def _gla(mixer, q, k, v, segments, call: _Call):
   cfg = mixer.cfg
-  out = decay_attention_sp(*_decay_inputs(q, k, v, segments), mixer.log_gates(k), segments, call.axis,
-                           causal=call.causal, sub_chunk_size=cfg.sub_chunk_size, **_forms(cfg))
+  out = decay_attention_sp(
+    *_decay_inputs(q, k, v, segments),
+    mixer.log_gates(k),
+    segments,
+    call.axis,
+    causal=call.causal,
+    sub_chunk_size=cfg.sub_chunk_size,
+    **_forms(cfg),
+  )
   return mixer.finalize(out, segments).astype(v.dtype)
 
 
@@ -451,12 +502,15 @@ def _check(name, q, k, v, segments, mesh: Mesh, axis: str, causal: bool, softmax
   if axis not in mesh.shape:
     raise ValueError(f"mesh has no axis {axis!r}; its axes are {', '.join(mesh.axis_names)}")
   if not q.shape[1] == k.shape[1] == v.shape[1] == segments.segment_ids.shape[1]:
-    raise ValueError(f"sequence parallelism needs q, k, v and segments of one length, got {q.shape[1]}, "
-                     f"{k.shape[1]}, {v.shape[1]}, {segments.segment_ids.shape[1]}")
+    raise ValueError(
+      f"sequence parallelism needs q, k, v and segments of one length, got {q.shape[1]}, "
+      f"{k.shape[1]}, {v.shape[1]}, {segments.segment_ids.shape[1]}"
+    )
   n = mesh.shape[axis]
   if q.shape[1] % n:
-    raise ValueError(f"length {q.shape[1]} is not divisible by the {n} shards of mesh axis {axis!r}; pad the rows "
-                     f"to a multiple of {n}")
+    raise ValueError(
+      f"length {q.shape[1]} is not divisible by the {n} shards of mesh axis {axis!r}; pad the rows to a multiple of {n}"
+    )
   check_call(name, segments, causal)
 
 

@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 
-def write_files(directory: str | Path, name: str, result: dict[str, Any], markdown: str,
-                plot: Callable[[dict[str, Any], Path], Any] | None = None, png_suffix: str = "") -> dict[str, Path]:
+def write_files(
+  directory: str | Path,
+  name: str,
+  result: dict[str, Any],
+  markdown: str,
+  plot: Callable[[dict[str, Any], Path], Any] | None = None,
+  png_suffix: str = "",
+) -> dict[str, Path]:
   """`<directory>/<name>.json` (sorted keys) and `<name>.md`, and `<name><png_suffix>.png` drawn by `plot`."""
   base = Path(directory)
   base.mkdir(parents=True, exist_ok=True)

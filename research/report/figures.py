@@ -46,8 +46,10 @@ def _styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
   names = list(dict.fromkeys(names))
   cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
   dashes, hatches = ("-", "--", ":", "-."), (None, "//", "..", "xx")
-  return {name: {"color": cmap(i % cmap.N), "linestyle": dashes[i // cmap.N % 4], "hatch": hatches[i // cmap.N % 4]}
-          for i, name in enumerate(names)}
+  return {
+    name: {"color": cmap(i % cmap.N), "linestyle": dashes[i // cmap.N % 4], "hatch": hatches[i // cmap.N % 4]}
+    for i, name in enumerate(names)
+  }
 
 
 def _legend(fig: Figure, handles: list) -> None:
@@ -87,19 +89,18 @@ def accuracy(summaries: Summaries, path: Path, *, title: str | None = None) -> P
     for x, r in zip(xs, rs, strict=True):
       mean = 100.0 * r["test_accuracy_mean"]
       style = styles[series_name(r["variant"], r["label"])]
-      ax.bar(x, mean, width=width * 0.92, color=style["color"], hatch=style["hatch"], edgecolor="white",
-             linewidth=0)
+      ax.bar(x, mean, width=width * 0.92, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0)
       if r["test_accuracy_std"] is not None:
-        ax.errorbar(x, mean, yerr=100.0 * r["test_accuracy_std"], fmt="none", ecolor="black", capsize=3,
-                    linewidth=1.0)
+        ax.errorbar(x, mean, yerr=100.0 * r["test_accuracy_std"], fmt="none", ecolor="black", capsize=3, linewidth=1.0)
       if r["final_test_accuracy_mean"] is not None:
         ax.plot(x, 100.0 * r["final_test_accuracy_mean"], marker="x", color="black", markersize=5, linestyle="")
     half = len(rs) * width / 2 + 0.05
-    ax.hlines(100.0 * rs[0]["majority_baseline"], i - half, i + half, colors="0.3", linestyles="--",
-              linewidth=1.2)
+    ax.hlines(100.0 * rs[0]["majority_baseline"], i - half, i + half, colors="0.3", linestyles="--", linewidth=1.2)
   handles = [Patch(facecolor=st["color"], hatch=st["hatch"], edgecolor="white", label=n) for n, st in styles.items()]
-  handles += [Line2D([], [], marker="x", color="black", linestyle="", label="final-step test acc"),
-              Line2D([], [], color="0.3", linestyle="--", label="majority baseline")]
+  handles += [
+    Line2D([], [], marker="x", color="black", linestyle="", label="final-step test acc"),
+    Line2D([], [], color="0.3", linestyle="--", label="majority baseline"),
+  ]
   ax.set_xticks(range(len(tasks)), tasks)
   ax.set_ylabel("test accuracy (%)")
   ax.set_title(title or "Test accuracy of the best-validation checkpoint (mean ± sample std over seeds)")
@@ -149,8 +150,9 @@ def curves(summaries: Summaries, path: Path, *, title: str | None = None) -> Pat
     ax.set_xlabel("training step")
     ax.set_ylabel("validation accuracy (%)")
     ax.grid(alpha=0.3)
-  handles = [Line2D([], [], color=st["color"], linestyle=st["linestyle"], linewidth=2.0, label=n)
-             for n, st in styles.items()]
+  handles = [
+    Line2D([], [], color=st["color"], linestyle=st["linestyle"], linewidth=2.0, label=n) for n, st in styles.items()
+  ]
   handles.append(Line2D([], [], color="0.3", linestyle="--", label="majority baseline"))
   _legend(fig, handles)
   fig.suptitle(title or "Validation accuracy (thin: seeds, thick: mean over seeds)")
@@ -192,18 +194,28 @@ def scaling(summaries: Summaries, path: Path, *, title: str | None = None) -> Pa
             xs.append(n)
             ys.append(scale * float(np.mean(values)))
         if xs:
-          ax.plot(xs, ys, color=styles[name]["color"], linestyle=styles[name]["linestyle"], marker="o",
-                  linewidth=1.5, markersize=4)
-    for ax, ylabel, what in ((ax_tps, "train tokens/s", "throughput"),
-                             (ax_mem, "compiled memory of the train step (MiB)", "compiled memory")):
+          ax.plot(
+            xs,
+            ys,
+            color=styles[name]["color"],
+            linestyle=styles[name]["linestyle"],
+            marker="o",
+            linewidth=1.5,
+            markersize=4,
+          )
+    for ax, ylabel, what in (
+      (ax_tps, "train tokens/s", "throughput"),
+      (ax_mem, "compiled memory of the train step (MiB)", "compiled memory"),
+    ):
       ax.set_xscale("log", base=2)
       ax.set_yscale("log")
       ax.set_xlabel("sequence length (tokens)")
       ax.set_ylabel(ylabel)
       ax.set_title(f"{task}: {what}")
       ax.grid(alpha=0.3, which="both")
-  _legend(fig, [Line2D([], [], color=st["color"], linestyle=st["linestyle"], marker="o", label=n)
-                for n, st in styles.items()])
+  _legend(
+    fig, [Line2D([], [], color=st["color"], linestyle=st["linestyle"], marker="o", label=n) for n, st in styles.items()]
+  )
   if title:
     fig.suptitle(title)
   return _save(fig, path)
@@ -261,18 +273,28 @@ def sweep(summaries: Summaries, path: Path, *, title: str | None = None) -> Path
       xs = sorted(by_x)
       means = [100.0 * float(np.mean(by_x[x])) for x in xs]
       stds = [100.0 * float(np.std(by_x[x], ddof=1)) if len(by_x[x]) > 1 else 0.0 for x in xs]
-      ax.errorbar(xs, means, yerr=stds, color=styles[variant]["color"], linestyle=styles[variant]["linestyle"],
-                  marker="o", markersize=4, linewidth=1.5, capsize=3)
+      ax.errorbar(
+        xs,
+        means,
+        yerr=stds,
+        color=styles[variant]["color"],
+        linestyle=styles[variant]["linestyle"],
+        marker="o",
+        markersize=4,
+        linewidth=1.5,
+        capsize=3,
+      )
     ax.set_xscale("log", base=2)
     ax.set_xlabel(x_key)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(panel, fontsize="medium")
     ax.set_ylim(0, 105)
     ax.grid(alpha=0.3, which="both")
-  for ax in axes[len(panels):]:
+  for ax in axes[len(panels) :]:
     ax.set_visible(False)
-  _legend(fig, [Line2D([], [], color=st["color"], linestyle=st["linestyle"], marker="o", label=n)
-                for n, st in styles.items()])
+  _legend(
+    fig, [Line2D([], [], color=st["color"], linestyle=st["linestyle"], marker="o", label=n) for n, st in styles.items()]
+  )
   fig.suptitle(title or f"Test accuracy vs {x_key} (mean ± sample std over seeds)")
   return _save(fig, path)
 

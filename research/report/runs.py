@@ -35,8 +35,7 @@ NOTES = (
   "compiled memory: XLA compile().memory_analysis() of the train step (temp + argument + output bytes); "
   "not a device-memory measurement",
 )
-_METRIC = {"tokens": "masked-token accuracy", "match": "in-batch top-1 retrieval accuracy",
-           "regress": "sign accuracy"}
+_METRIC = {"tokens": "masked-token accuracy", "match": "in-batch top-1 retrieval accuracy", "regress": "sign accuracy"}
 
 
 def _load_json(path: Path, expected: str) -> Any:
@@ -134,13 +133,16 @@ def select_lr(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[
   return [dict(s) for s in summaries if id(s) not in dropped], notes
 
 
-def _notes(every: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], runs_dir: Path,
-           lr_notes: Sequence[str]) -> list[str]:
+def _notes(
+  every: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], runs_dir: Path, lr_notes: Sequence[str]
+) -> list[str]:
   """Run count, devices and total wall time (of every run found, LR-search runs included), metric names."""
   devices = ", ".join(dict.fromkeys(str(s.get("device") or "unknown") for s in every))
   wall = sum(s["wall_s"] for s in every)
-  notes = [f"{len(every)} runs from {runs_dir} ({len(summaries)} in the table); device: {devices}; total wall time "
-           f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s)"]
+  notes = [
+    f"{len(every)} runs from {runs_dir} ({len(summaries)} in the table); device: {devices}; total wall time "
+    f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s)"
+  ]
   kinds = {s["task"]: s.get("kind") for s in summaries}
   metrics = [f"{task}: {_METRIC[kind]}" for task, kind in kinds.items() if kind in _METRIC]
   if metrics:
@@ -155,9 +157,12 @@ def rebuild(runs_dir: Path, out_dir: Path, name: str, title: str | None = None) 
   runs_dir = Path(runs_dir)
   summaries = find_summaries(runs_dir)
   if not summaries:
-    raise ValueError(f"{runs_dir}: no {tables.SUMMARY_FILE} found below it (expected run workdirs written by "
-                     "`research train` or `research compare`)")
+    raise ValueError(
+      f"{runs_dir}: no {tables.SUMMARY_FILE} found below it (expected run workdirs written by "
+      "`research train` or `research compare`)"
+    )
   kept, lr_notes = select_lr(summaries)
   tasks = ", ".join(dict.fromkeys(s["task"] for s in kept))
-  return tables.write_report(kept, Path(out_dir), name, title=title or f"{name}: {tasks}",
-                             notes=_notes(summaries, kept, runs_dir, lr_notes))
+  return tables.write_report(
+    kept, Path(out_dir), name, title=title or f"{name}: {tasks}", notes=_notes(summaries, kept, runs_dir, lr_notes)
+  )

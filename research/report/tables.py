@@ -79,10 +79,29 @@ COLUMNS = (
 
 # CSV columns (raw numbers, accuracies as fractions); empty cell = missing / undefined.
 CSV_FIELDS = (
-  "task", "variant", "label", "n_seeds", "seeds", "params",
-  "test_accuracy_mean", "test_accuracy_std", "final_test_accuracy_mean", "final_test_accuracy_std",
-  "final_n_seeds", "val_accuracy_mean", "val_accuracy_std", "tokens_per_s_mean", "tokens_per_s_std",
-  "compiled_memory_mib", "wall_s_mean", "wall_s_total", "num_steps", "lr", "majority_baseline", "seq_len", "device",
+  "task",
+  "variant",
+  "label",
+  "n_seeds",
+  "seeds",
+  "params",
+  "test_accuracy_mean",
+  "test_accuracy_std",
+  "final_test_accuracy_mean",
+  "final_test_accuracy_std",
+  "final_n_seeds",
+  "val_accuracy_mean",
+  "val_accuracy_std",
+  "tokens_per_s_mean",
+  "tokens_per_s_std",
+  "compiled_memory_mib",
+  "wall_s_mean",
+  "wall_s_total",
+  "num_steps",
+  "lr",
+  "majority_baseline",
+  "seq_len",
+  "device",
 )
 _CSV_STR = {"task", "variant", "label", "device"}
 _CSV_INT = {"n_seeds", "params", "final_n_seeds", "num_steps", "seq_len"}
@@ -143,8 +162,9 @@ def load_summaries(workdirs: Iterable[Path]) -> list[dict]:
     try:
       summary = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise ValueError(f"{path}: expected a JSON object with fields {list(REQUIRED_FIELDS)}, but it is not "
-                       f"valid JSON ({e})") from e
+      raise ValueError(
+        f"{path}: expected a JSON object with fields {list(REQUIRED_FIELDS)}, but it is not valid JSON ({e})"
+      ) from e
     check_summary(summary, str(path))
     summaries.append(summary)
   return summaries
@@ -162,7 +182,7 @@ def _std(xs: Sequence[float]) -> float | None:
 
 
 def format_overrides(overrides: Any, where: str) -> str:
-  """"k=v,k=v" of a {key: value} object, [key, value] pairs or "key=value" strings, leaving out NOT_LABELS."""
+  """ "k=v,k=v" of a {key: value} object, [key, value] pairs or "key=value" strings, leaving out NOT_LABELS."""
   if isinstance(overrides, Mapping):
     pairs = list(overrides.items())
   elif isinstance(overrides, list | tuple):
@@ -204,12 +224,13 @@ def _same(runs: Sequence[Mapping[str, Any]], field: str, what: str) -> Any:
   values = [r[field] for r in runs if r.get(field) is not None]
   distinct = list(dict.fromkeys(values))
   if len(distinct) > 1:
-    if all(isinstance(v, _NUM) for v in distinct) and all(math.isclose(v, distinct[0], rel_tol=1e-9)
-                                                          for v in distinct):
+    if all(isinstance(v, _NUM) for v in distinct) and all(math.isclose(v, distinct[0], rel_tol=1e-9) for v in distinct):
       return distinct[0]
     detail = ", ".join(f"seed {r['seed']}: {r.get(field)}" for r in runs)
-    raise ValueError(f"{what}: {field} differs across seeds ({detail}); seeds of one row must be the same "
-                     "configuration (give runs with other settings a distinct 'label')")
+    raise ValueError(
+      f"{what}: {field} differs across seeds ({detail}); seeds of one row must be the same "
+      "configuration (give runs with other settings a distinct 'label')"
+    )
   return distinct[0] if distinct else None
 
 
@@ -229,8 +250,10 @@ def aggregate(summaries: Sequence[Mapping[str, Any]]) -> list[dict]:
     check_summary(s, _describe(s) if isinstance(s, Mapping) else repr(s))
     runs = groups.setdefault(group_key(s), [])
     if any(r["seed"] == s["seed"] for r in runs):
-      raise ValueError(f"{_describe(s)}: seed {s['seed']} appears more than once (runs that differ in other "
-                       "settings need a distinct 'label')")
+      raise ValueError(
+        f"{_describe(s)}: seed {s['seed']} appears more than once (runs that differ in other "
+        "settings need a distinct 'label')"
+      )
     runs.append(s)
   baselines: dict[tuple[str, str], tuple[float, str]] = {}  # (task, label) -> (baseline, first run stating it)
   for s in summaries:
@@ -238,9 +261,11 @@ def aggregate(summaries: Sequence[Mapping[str, Any]]) -> list[dict]:
     if key not in baselines:
       baselines[key] = (base, _describe(s))
     elif not math.isclose(baselines[key][0], base, rel_tol=1e-9, abs_tol=1e-12):
-      raise ValueError(f"task {key[0]!r}: majority_baseline disagrees across runs: {baselines[key][0]} "
-                       f"({baselines[key][1]}) vs {base} ({_describe(s)}); runs on other data need a distinct "
-                       "'label'")
+      raise ValueError(
+        f"task {key[0]!r}: majority_baseline disagrees across runs: {baselines[key][0]} "
+        f"({baselines[key][1]}) vs {base} ({_describe(s)}); runs on other data need a distinct "
+        "'label'"
+      )
 
   task_order = list(dict.fromkeys(k[0] for k in groups))
   rows = []
@@ -253,31 +278,33 @@ def aggregate(summaries: Sequence[Mapping[str, Any]]) -> list[dict]:
     tps = [r["tokens_per_s"] for r in runs if r.get("tokens_per_s") is not None]
     mem = [r["compiled_memory_bytes"] / 2**20 for r in runs if r.get("compiled_memory_bytes") is not None]
     wall = [r["wall_s"] for r in runs]
-    rows.append({
-      "task": task,
-      "variant": variant,
-      "label": label,
-      "n_seeds": n,
-      "seeds": [r["seed"] for r in runs],
-      "params": _same(runs, "params", what),
-      "test_accuracy_mean": _mean(test),
-      "test_accuracy_std": _std(test),
-      "final_test_accuracy_mean": _mean(final),
-      "final_test_accuracy_std": _std(final),
-      "final_n_seeds": len(final),
-      "val_accuracy_mean": _mean(val),
-      "val_accuracy_std": _std(val),
-      "tokens_per_s_mean": _mean(tps),
-      "tokens_per_s_std": _std(tps),
-      "compiled_memory_mib": _mean(mem),
-      "wall_s_mean": _mean(wall),
-      "wall_s_total": float(sum(wall)),
-      "num_steps": _same(runs, "num_steps", what),
-      "lr": _same(runs, "lr", what),
-      "majority_baseline": float(_same(runs, "majority_baseline", what)),
-      "seq_len": _same(runs, "seq_len", what),
-      "device": ", ".join(dict.fromkeys(r["device"] for r in runs if r.get("device"))),
-    })
+    rows.append(
+      {
+        "task": task,
+        "variant": variant,
+        "label": label,
+        "n_seeds": n,
+        "seeds": [r["seed"] for r in runs],
+        "params": _same(runs, "params", what),
+        "test_accuracy_mean": _mean(test),
+        "test_accuracy_std": _std(test),
+        "final_test_accuracy_mean": _mean(final),
+        "final_test_accuracy_std": _std(final),
+        "final_n_seeds": len(final),
+        "val_accuracy_mean": _mean(val),
+        "val_accuracy_std": _std(val),
+        "tokens_per_s_mean": _mean(tps),
+        "tokens_per_s_std": _std(tps),
+        "compiled_memory_mib": _mean(mem),
+        "wall_s_mean": _mean(wall),
+        "wall_s_total": float(sum(wall)),
+        "num_steps": _same(runs, "num_steps", what),
+        "lr": _same(runs, "lr", what),
+        "majority_baseline": float(_same(runs, "majority_baseline", what)),
+        "seq_len": _same(runs, "seq_len", what),
+        "device": ", ".join(dict.fromkeys(r["device"] for r in runs if r.get("device"))),
+      }
+    )
   return rows
 
 
@@ -328,8 +355,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], *, title: str, notes: Sequ
     cells += [
       _opt(row["params"], ","),
       _acc_cell(row["test_accuracy_mean"], row["test_accuracy_std"], n),
-      _acc_cell(row["final_test_accuracy_mean"], row["final_test_accuracy_std"],
-                n_final if 0 < n_final < n else None),
+      _acc_cell(row["final_test_accuracy_mean"], row["final_test_accuracy_std"], n_final if 0 < n_final < n else None),
       _acc_cell(row["val_accuracy_mean"], row["val_accuracy_std"]),
       _tokens_cell(row),
       _opt(row["compiled_memory_mib"], ",.1f"),

@@ -21,12 +21,15 @@ class Checkpointer:
       raise ValueError(f"train.keep_last must be >= 1, got {keep_last}")
     self.best_metric = best_metric
     sign = 1.0 if best_mode == "max" else -1.0
-    policy = pp.AnyPreservationPolicy([
-      pp.LatestN(n=keep_last),
-      pp.BestN(get_metric_fn=lambda m: sign * m[best_metric], n=1, keep_checkpoints_without_metrics=False),
-    ])
+    policy = pp.AnyPreservationPolicy(
+      [
+        pp.LatestN(n=keep_last),
+        pp.BestN(get_metric_fn=lambda m: sign * m[best_metric], n=1, keep_checkpoints_without_metrics=False),
+      ]
+    )
     self.manager = ocp.CheckpointManager(
-      Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy))
+      Path(directory).absolute(), options=ocp.CheckpointManagerOptions(create=True, preservation_policy=policy)
+    )
 
   def save(self, step: int, state: Any, metrics: dict | None = None) -> None:
     """Every process calls this (orbax writes a sharded state cooperatively)."""
@@ -42,8 +45,12 @@ class Checkpointer:
       except Exception as e:  # noqa: BLE001 - any failure to read a checkpoint means: try the previous one
         if step is not None:
           raise ValueError(f"checkpoint at step {s} in {self.manager.directory} cannot be restored: {e}") from e
-        warnings.warn(f"checkpoint at step {s} in {self.manager.directory} is unreadable ({type(e).__name__}: "
-                      f"{str(e)[:200]}); falling back to the previous one", RuntimeWarning, stacklevel=2)
+        warnings.warn(
+          f"checkpoint at step {s} in {self.manager.directory} is unreadable ({type(e).__name__}: "
+          f"{str(e)[:200]}); falling back to the previous one",
+          RuntimeWarning,
+          stacklevel=2,
+        )
         continue
       return restored["state"], s
     return None

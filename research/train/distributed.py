@@ -47,10 +47,12 @@ class Cluster:
   def __post_init__(self):
     given = [self.coordinator is not None, self.num_processes is not None, self.process_id is not None]
     if any(given) and not all(given):
-      raise ValueError(f"a multi-process run needs the coordinator address, the process count and this process's id "
-                       f"together (flags --coordinator/--num-processes/--process-id or ${ENV['coordinator']}, "
-                       f"${ENV['num_processes']}, ${ENV['process_id']}); got coordinator={self.coordinator!r}, "
-                       f"num_processes={self.num_processes!r}, process_id={self.process_id!r}")
+      raise ValueError(
+        f"a multi-process run needs the coordinator address, the process count and this process's id "
+        f"together (flags --coordinator/--num-processes/--process-id or ${ENV['coordinator']}, "
+        f"${ENV['num_processes']}, ${ENV['process_id']}); got coordinator={self.coordinator!r}, "
+        f"num_processes={self.num_processes!r}, process_id={self.process_id!r}"
+      )
     if self.num_processes is not None:
       if self.num_processes < 1:
         raise ValueError(f"--num-processes {self.num_processes}; expected >= 1")
@@ -79,16 +81,19 @@ def _int(value: str | None, name: str) -> int | None:
     raise ValueError(f"{name}={value!r}; expected an integer") from None
 
 
-def from_args(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-              **kwargs: Any) -> Cluster:
+def from_args(
+  coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None, **kwargs: Any
+) -> Cluster:
   """Flags first, then the environment variables in ENV."""
   env = os.environ
-  return Cluster(coordinator=coordinator or env.get(ENV["coordinator"]) or None,
-                 num_processes=num_processes if num_processes is not None else _int(env.get(ENV["num_processes"]),
-                                                                                    ENV["num_processes"]),
-                 process_id=process_id if process_id is not None else _int(env.get(ENV["process_id"]),
-                                                                            ENV["process_id"]),
-                 **kwargs)
+  return Cluster(
+    coordinator=coordinator or env.get(ENV["coordinator"]) or None,
+    num_processes=num_processes
+    if num_processes is not None
+    else _int(env.get(ENV["num_processes"]), ENV["num_processes"]),
+    process_id=process_id if process_id is not None else _int(env.get(ENV["process_id"]), ENV["process_id"]),
+    **kwargs,
+  )
 
 
 def initialize(cluster: Cluster) -> None:
@@ -100,10 +105,18 @@ def initialize(cluster: Cluster) -> None:
   if jax.distributed.is_initialized():
     return
   jax.config.update("jax_cpu_collectives_implementation", "gloo")  # used only by CPU devices
-  kwargs = {} if cluster.auto and cluster.num_processes is None else dict(
-    coordinator_address=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id)
-  jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=cluster.heartbeat_timeout_seconds,
-                             shutdown_timeout_seconds=cluster.shutdown_timeout_seconds)
+  kwargs = (
+    {}
+    if cluster.auto and cluster.num_processes is None
+    else dict(
+      coordinator_address=cluster.coordinator, num_processes=cluster.num_processes, process_id=cluster.process_id
+    )
+  )
+  jax.distributed.initialize(
+    **kwargs,
+    heartbeat_timeout_seconds=cluster.heartbeat_timeout_seconds,
+    shutdown_timeout_seconds=cluster.shutdown_timeout_seconds,
+  )
 
 
 def is_main() -> bool:
@@ -115,12 +128,15 @@ def local_rows(sharding: jax.sharding.Sharding, global_rows: int) -> slice:
   everything in a single-process run; with the mesh's devices in process order, one consecutive block."""
   if jax.process_count() == 1:
     return slice(0, global_rows)
-  blocks = {idx[0].indices(global_rows)[:2] for idx in sharding.addressable_devices_indices_map((global_rows,))
-            .values()}
+  blocks = {
+    idx[0].indices(global_rows)[:2] for idx in sharding.addressable_devices_indices_map((global_rows,)).values()
+  }
   start, stop = min(b[0] for b in blocks), max(b[1] for b in blocks)
   if sum(b - a for a, b in blocks) != stop - start and len(blocks) > 1:
-    raise ValueError(f"this process's devices hold rows {sorted(blocks)} of a batch of {global_rows}, not one "
-                     "consecutive block; build the mesh from jax.devices() in their order")
+    raise ValueError(
+      f"this process's devices hold rows {sorted(blocks)} of a batch of {global_rows}, not one "
+      "consecutive block; build the mesh from jax.devices() in their order"
+    )
   return slice(start, stop)
 
 
@@ -146,9 +162,12 @@ def fail_fast(expected: tuple[type[BaseException], ...] = (ValueError,)):
       print(f"error (process {jax.process_index()}): {e}", file=sys.stderr)
     else:
       traceback.print_exc()
-      print(f"error (process {jax.process_index()} of {jax.process_count()}): {type(e).__name__} (above); when "
-            "another process died or lost its connection, restart every process: the run resumes from its last "
-            "checkpoint", file=sys.stderr)
+      print(
+        f"error (process {jax.process_index()} of {jax.process_count()}): {type(e).__name__} (above); when "
+        "another process died or lost its connection, restart every process: the run resumes from its last "
+        "checkpoint",
+        file=sys.stderr,
+      )
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(2 if isinstance(e, expected) else 1)

@@ -39,16 +39,20 @@ def resolve(init_from: str, variant: str, seed: int) -> Path:
 def checkpoint_dir(path: Path) -> Path:
   ckpt = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   if not ckpt.is_dir() or not any(p.name.isdigit() for p in ckpt.iterdir()):
-    raise ValueError(f"train.init_from: {str(path)!r} holds no checkpoints (expected the workdir of a finished "
-                     "run, e.g. runs/mlm/softmax-seed0); train that run first")
+    raise ValueError(
+      f"train.init_from: {str(path)!r} holds no checkpoints (expected the workdir of a finished "
+      "run, e.g. runs/mlm/softmax-seed0); train that run first"
+    )
   return ckpt
 
 
 def _encoder_key(tree: dict, where: str) -> str:
   keys = [k for k in ENCODER_KEYS if k in tree]
   if len(keys) != 1:
-    raise ValueError(f"{where} has no single encoder subtree (found top-level keys {sorted(tree)}; expected "
-                     f"one of {', '.join(ENCODER_KEYS)})")
+    raise ValueError(
+      f"{where} has no single encoder subtree (found top-level keys {sorted(tree)}; expected "
+      f"one of {', '.join(ENCODER_KEYS)})"
+    )
   return keys[0]
 
 
@@ -61,8 +65,9 @@ def load(path: Path) -> tuple[dict, int, int]:
   try:
     state = ocp.StandardCheckpointer().restore((ckpt / str(step) / "state").absolute())
   except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is reported as such
-    raise ValueError(f"train.init_from: checkpoint {ckpt / str(step)} cannot be read ({type(e).__name__}: "
-                     f"{str(e)[:200]})") from e
+    raise ValueError(
+      f"train.init_from: checkpoint {ckpt / str(step)} cannot be read ({type(e).__name__}: {str(e)[:200]})"
+    ) from e
   return jax.tree.map(np.asarray, state), int(step), int(summary.get("id_offset", 0))
 
 
@@ -74,14 +79,18 @@ def _graft_tree(new: Any, old: Any, where: str, id_offset: int, vocab_size: int)
   for key, target in new_flat.items():
     name = jax.tree_util.keystr(key)
     if name not in old_flat:
-      raise ValueError(f"train.init_from: the pretrained {where} has no {name} (it has {len(old_flat)} arrays); "
-                       "pretrain and fine-tune need the same model.attention and layer structure")
+      raise ValueError(
+        f"train.init_from: the pretrained {where} has no {name} (it has {len(old_flat)} arrays); "
+        "pretrain and fine-tune need the same model.attention and layer structure"
+      )
     value = old_flat.pop(name)
     if name.endswith("['embed']['embedding']") and (id_offset or value.shape != target.shape):
       value = _embedding_rows(np.asarray(target), value, id_offset, vocab_size)
     if value.shape != target.shape:
-      raise ValueError(f"train.init_from: {where}{name} has shape {value.shape} in the pretrained run but "
-                       f"{tuple(target.shape)} here; match model.d_model/num_heads/mlp_dim/max_len to the pretraining")
+      raise ValueError(
+        f"train.init_from: {where}{name} has shape {value.shape} in the pretrained run but "
+        f"{tuple(target.shape)} here; match model.d_model/num_heads/mlp_dim/max_len to the pretraining"
+      )
     out[key] = jax.device_put(value.astype(target.dtype), target.sharding)
   if old_flat:
     raise ValueError(f"train.init_from: the pretrained {where} has arrays this model lacks: {sorted(old_flat)[:3]}")
@@ -94,14 +103,18 @@ def _embedding_rows(target: np.ndarray, pretrained: np.ndarray, id_offset: int, 
   if target.shape[1] != pretrained.shape[1]:
     return pretrained  # the width mismatch is reported by the caller
   if vocab_size + id_offset > pretrained.shape[0]:
-    raise ValueError(f"train.init_from: this task's vocabulary ({vocab_size} ids, offset {id_offset}) does not fit "
-                     f"the pretrained embedding ({pretrained.shape[0]} rows); pretrain on this task's inputs")
+    raise ValueError(
+      f"train.init_from: this task's vocabulary ({vocab_size} ids, offset {id_offset}) does not fit "
+      f"the pretrained embedding ({pretrained.shape[0]} rows); pretrain on this task's inputs"
+    )
   if not id_offset and pretrained.shape != target.shape:
-    raise ValueError(f"train.init_from: the pretrained embedding has {pretrained.shape[0]} rows, this model "
-                     f"{target.shape[0]}; fine-tune with the pretraining vocabulary")
+    raise ValueError(
+      f"train.init_from: the pretrained embedding has {pretrained.shape[0]} rows, this model "
+      f"{target.shape[0]}; fine-tune with the pretraining vocabulary"
+    )
   out = target.copy()
   out[0] = pretrained[0]
-  out[1:vocab_size] = pretrained[1 + id_offset:vocab_size + id_offset]
+  out[1:vocab_size] = pretrained[1 + id_offset : vocab_size + id_offset]
   return out
 
 
@@ -121,7 +134,9 @@ def graft(state: Any, init_from: str, variant: str, seed: int, vocab_size: int) 
       extra[collection] = {**tree, key_new: _graft_tree(tree[key_new], source[key_old], collection, 0, vocab_size)}
   unused = [c for c, tree in old.get("extra", {}).items() if key_old in tree and key_new not in state.extra.get(c, {})]
   if unused:
-    raise ValueError(f"train.init_from: run {path} has the non-trained collection(s) {unused} that this model "
-                     f"lacks; pretrain and fine-tune need the same model.attention")
+    raise ValueError(
+      f"train.init_from: run {path} has the non-trained collection(s) {unused} that this model "
+      f"lacks; pretrain and fine-tune need the same model.attention"
+    )
   info = {"path": str(path), "step": step, "id_offset": id_offset}
   return state.replace(params=params, extra=extra), info

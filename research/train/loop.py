@@ -38,15 +38,30 @@ def encoder_config(config, seq_len: int, vocab_size: int) -> EncoderConfig:
   m = config.model
   max_len = m.max_len or seq_len
   if seq_len > max_len:
-    raise ValueError(f"data sequences have {seq_len} tokens but model.max_len={max_len}; raise model.max_len "
-                     f"or lower data.max_length")
+    raise ValueError(
+      f"data sequences have {seq_len} tokens but model.max_len={max_len}; raise model.max_len or lower data.max_length"
+    )
   return EncoderConfig(
-    vocab_size=vocab_size, max_len=max_len, d_model=m.d_model, num_heads=m.num_heads,
-    num_layers=m.num_layers, mlp_dim=m.mlp_dim, mlp=m.mlp, dropout=m.dropout, attention=m.attention,
-    attention_cfg=m.attention_cfg.to_dict(), positions=m.positions, remat_policy=m.remat_policy,
-    scan_unroll=m.scan_unroll, dtype=m.dtype, conv_kernel=m.conv_kernel,
-    norm=m.get("norm", "pre"), norm_eps=m.get("norm_eps", 1e-6), type_vocab_size=m.get("type_vocab_size", 0),
-    seq_softmax=m.get("seq_softmax", "ring"))
+    vocab_size=vocab_size,
+    max_len=max_len,
+    d_model=m.d_model,
+    num_heads=m.num_heads,
+    num_layers=m.num_layers,
+    mlp_dim=m.mlp_dim,
+    mlp=m.mlp,
+    dropout=m.dropout,
+    attention=m.attention,
+    attention_cfg=m.attention_cfg.to_dict(),
+    positions=m.positions,
+    remat_policy=m.remat_policy,
+    scan_unroll=m.scan_unroll,
+    dtype=m.dtype,
+    conv_kernel=m.conv_kernel,
+    norm=m.get("norm", "pre"),
+    norm_eps=m.get("norm_eps", 1e-6),
+    type_vocab_size=m.get("type_vocab_size", 0),
+    seq_softmax=m.get("seq_softmax", "ring"),
+  )
 
 
 def validate(config) -> None:
@@ -115,9 +130,11 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
   _check_divisible("train.batch_size", t.batch_size, shards)
   _check_divisible("train.eval_batch_size", t.eval_batch_size, shards)
   if task.seq_len % mesh.shape["seq"]:
-    raise ValueError(f"the task's sequence length {task.seq_len} must be divisible by mesh.seq={mesh.shape['seq']} "
-                     "(each seq shard holds an equal slice of every row; change the task's length option, e.g. "
-                     "data.max_length)")
+    raise ValueError(
+      f"the task's sequence length {task.seq_len} must be divisible by mesh.seq={mesh.shape['seq']} "
+      "(each seq shard holds an equal slice of every row; change the task's length option, e.g. "
+      "data.max_length)"
+    )
   main = distributed.is_main()  # only process 0 writes files, logs and progress
   log = functools.partial(print, flush=True) if main else lambda *a, **k: None
   if main:
@@ -148,8 +165,15 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
 
     curve, pending = _read_curve(workdir, start), None
     train_time, train_tokens = 0.0, 0
-    bar = tqdm(total=t.num_steps, initial=start, desc=f"{config.model.attention}", unit="step",
-               disable=not (progress and main), dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(
+      total=t.num_steps,
+      initial=start,
+      desc=f"{config.model.attention}",
+      unit="step",
+      disable=not (progress and main),
+      dynamic_ncols=True,
+      mininterval=1.0,
+    )
 
     def flush():
       nonlocal pending
@@ -160,7 +184,8 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
       if not np.isfinite(metrics["loss"]):
         raise TrainingDiverged(
           f"loss is {metrics['loss']} at step {step}; stopping. Last saved checkpoint: {ckpt.manager.latest_step()} "
-          f"in {workdir / 'checkpoints'} (lower train.learning_rate or raise train.warmup_steps)")
+          f"in {workdir / 'checkpoints'} (lower train.learning_rate or raise train.warmup_steps)"
+        )
       if main and (step % t.log_every == 0 or step == t.num_steps):
         tps = train_tokens / (train_time + time.perf_counter() - tic)
         writer.write(step, "train", {**metrics, "tokens_per_s": tps})
@@ -201,14 +226,28 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
       writer.close()
     ckpt.close()
   summary = {
-    "variant": config.model.attention, "seed": config.seed, "task": config.task,
-    "params": count_params(state.params), "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-    "val_accuracy": val_best["accuracy"], "best_step": int(best), "num_steps": t.num_steps, "kind": task.kind,
-    "test_metrics": test, "final_test_accuracy": final["accuracy"], "final_test_metrics": final,
+    "variant": config.model.attention,
+    "seed": config.seed,
+    "task": config.task,
+    "params": count_params(state.params),
+    "test_accuracy": test["accuracy"],
+    "test_loss": test["loss"],
+    "val_accuracy": val_best["accuracy"],
+    "best_step": int(best),
+    "num_steps": t.num_steps,
+    "kind": task.kind,
+    "test_metrics": test,
+    "final_test_accuracy": final["accuracy"],
+    "final_test_metrics": final,
     "tokens_per_s": train_tokens / train_time if train_time > 0 else None,
-    "compiled_memory_bytes": compiled_bytes, "majority_baseline": task.majority_baseline,
-    "seq_len": task.seq_len, "curve": curve, "device": jax.devices()[0].device_kind,
-    "resumed_from": start or None, "wall_s": time.perf_counter() - wall_start, "processes": jax.process_count(),
+    "compiled_memory_bytes": compiled_bytes,
+    "majority_baseline": task.majority_baseline,
+    "seq_len": task.seq_len,
+    "curve": curve,
+    "device": jax.devices()[0].device_kind,
+    "resumed_from": start or None,
+    "wall_s": time.perf_counter() - wall_start,
+    "processes": jax.process_count(),
     "init_from": str(init_from.resolve(t.init_from, config.model.attention, config.seed)) if t.init_from else None,
     "id_offset": int(task.card.get("id_offset", 0)),
   }

@@ -53,16 +53,25 @@ def loss_sums(kind: str, out, batch: dict) -> tuple[jax.Array, dict]:
     sums = {"loss_sum": jnp.sum(ce * w), "correct": jnp.sum(correct * w), "count": jnp.sum(w)}
   elif kind == "regress":
     pred, t = out[..., 0].astype(jnp.float32), batch["targets"]
-    sums = {"loss_sum": jnp.sum(w * (pred - t) ** 2), "correct": jnp.sum(w * (jnp.sign(pred) == jnp.sign(t))),
-            "count": jnp.sum(w), "p": jnp.sum(w * pred), "t": jnp.sum(w * t), "pp": jnp.sum(w * pred * pred),
-            "tt": jnp.sum(w * t * t), "pt": jnp.sum(w * pred * t)}
+    sums = {
+      "loss_sum": jnp.sum(w * (pred - t) ** 2),
+      "correct": jnp.sum(w * (jnp.sign(pred) == jnp.sign(t))),
+      "count": jnp.sum(w),
+      "p": jnp.sum(w * pred),
+      "t": jnp.sum(w * t),
+      "pp": jnp.sum(w * pred * pred),
+      "tt": jnp.sum(w * t * t),
+      "pt": jnp.sum(w * pred * t),
+    }
   elif kind == "match":
     za, zb, scale = out
     logits = scale * za @ zb.T  # BxB: row i's positive is column i; weight-0 (padding) rows are no candidates
     logits = jnp.where(w[None, :] > 0, logits, -1e9)
     labels = jnp.arange(za.shape[0])
-    ce = 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-                + optax.softmax_cross_entropy_with_integer_labels(jnp.where(w[:, None] > 0, logits, -1e9).T, labels))
+    ce = 0.5 * (
+      optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+      + optax.softmax_cross_entropy_with_integer_labels(jnp.where(w[:, None] > 0, logits, -1e9).T, labels)
+    )
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     sums = {"loss_sum": jnp.sum(ce * w), "correct": jnp.sum(correct * w), "count": jnp.sum(w)}
   else:

@@ -24,12 +24,14 @@ def learning_rate_schedule(peak: float, warmup: int, total: int, kind: str) -> o
 def _decay_mask(params):
   """Weight decay on kernels and embeddings only (not biases, norms or position tables)."""
   return jax.tree_util.tree_map_with_path(
-    lambda path, _: getattr(path[-1], "key", None) in ("kernel", "embedding"), params)
+    lambda path, _: getattr(path[-1], "key", None) in ("kernel", "embedding"), params
+  )
 
 
 def make_optimizer(train_cfg) -> optax.GradientTransformation:
   schedule = learning_rate_schedule(
-    train_cfg.learning_rate, train_cfg.warmup_steps, train_cfg.num_steps, train_cfg.schedule)
+    train_cfg.learning_rate, train_cfg.warmup_steps, train_cfg.num_steps, train_cfg.schedule
+  )
   return optax.chain(
     optax.clip_by_global_norm(train_cfg.clip_norm),
     optax.adamw(schedule, b1=0.9, b2=0.98, eps=1e-9, weight_decay=train_cfg.weight_decay, mask=_decay_mask),

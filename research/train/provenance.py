@@ -12,14 +12,25 @@ from pathlib import Path
 
 import jax
 
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "ml-collections", "numpy",
-            "sentencepiece", "research")
+PACKAGES = (
+  "jax",
+  "jaxlib",
+  "flax",
+  "optax",
+  "orbax-checkpoint",
+  "grain",
+  "ml-collections",
+  "numpy",
+  "sentencepiece",
+  "research",
+)
 
 
 def _git(*args: str) -> str | None:
   try:
-    out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                         cwd=Path(__file__).resolve().parent)
+    out = subprocess.run(
+      ["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent
+    )
   except (OSError, subprocess.TimeoutExpired):
     return None
   return out.stdout.strip() if out.returncode == 0 else None

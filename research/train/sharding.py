@@ -60,8 +60,10 @@ def config_mesh_sizes(mesh_cfg) -> tuple[tuple[int, ...], str]:
   if shape is None:
     return tuple(named.values()), ",".join(f"mesh.{a}={n}" for a, n in named.items())
   if named != dict(zip(MESH_AXES, (-1, 1, 1, 1), strict=True)):
-    raise ValueError(f"mesh.shape={tuple(shape)} and mesh.data/fsdp/tensor/seq={tuple(named.values())} are both "
-                     "set; use the named sizes alone (e.g. mesh.fsdp=4,mesh.data=-1)")
+    raise ValueError(
+      f"mesh.shape={tuple(shape)} and mesh.data/fsdp/tensor/seq={tuple(named.values())} are both "
+      "set; use the named sizes alone (e.g. mesh.fsdp=4,mesh.data=-1)"
+    )
   shape = tuple(shape) + (1,) * (len(shape) == len(MESH_AXES) - 1)
   return shape, f"mesh.shape={shape}"
 

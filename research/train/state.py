@@ -30,10 +30,15 @@ class TrainState:
 
 
 def create_train_state(
-  model: nn.Module, tx: optax.GradientTransformation, seed: int, example_batch: dict, mesh: Mesh,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  seed: int,
+  example_batch: dict,
+  mesh: Mesh,
   kind: str = "classify",
 ) -> tuple[TrainState, Any]:
   """Sharded state per LOGICAL_RULES; returns (state, state_shardings)."""
+
   def init(rng):
     init_rng, state_rng = jax.random.split(rng)
     variables = dict(model.init(init_rng, *model_inputs(kind, example_batch)))

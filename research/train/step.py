@@ -13,13 +13,21 @@ from research.train.state import TrainState
 
 def _loss_sums(params, batch, model: nn.Module, rng, deterministic: bool, extra: dict, kind: str):
   """(Σ w·loss, sums) for one (micro)batch (see objectives.loss_sums)."""
-  out = model.apply({"params": params, **extra}, *objectives.model_inputs(kind, batch), deterministic,
-                    rngs={"dropout": rng})
+  out = model.apply(
+    {"params": params, **extra}, *objectives.model_inputs(kind, batch), deterministic, rngs={"dropout": rng}
+  )
   return objectives.loss_sums(kind, out, batch)
 
 
-def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.GradientTransformation,
-               grad_accum: int = 1, kind: str = "classify") -> tuple[TrainState, dict]:
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  model: nn.Module,
+  tx: optax.GradientTransformation,
+  grad_accum: int = 1,
+  kind: str = "classify",
+) -> tuple[TrainState, dict]:
   """One optimizer update; with grad_accum > 1 the batch is split into micro-batches scanned in sequence.
 
   Gradients are of the summed loss, divided once by the total weight, so accumulation is exact (for the
@@ -41,8 +49,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module, tx: optax.Gr
   denom = jnp.maximum(sums["count"], 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                            opt_state=opt_state)
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates), opt_state=opt_state)
   metrics = {"loss": sums["loss_sum"] / denom, "accuracy": sums["correct"] / denom, "grad_norm": optax.tree.norm(grads)}
   return new_state, metrics
 

@@ -59,14 +59,16 @@ def test_run_schema_and_outputs(tmp_path):
   result = bench.run(spec, log=lambda s: None)
   assert set(result) == set(bench.RESULT_FIELDS) and result["schema_version"] == bench.SCHEMA_VERSION
   assert [(r["variant"], r["length"]) for r in result["rows"]] == [
-    (v, n) for v in (bench.REFERENCE, "softmax", "linear") for n in (32, 64)]
+    (v, n) for v in (bench.REFERENCE, "softmax", "linear") for n in (32, 64)
+  ]
   for r in result["rows"]:
     assert set(bench.ROW_FIELDS) <= set(r) <= set(bench.ROW_FIELDS) | {"ratio_fwd", "ratio_fwd_bwd"}
     assert isinstance(r["custom_calls"], list)
     assert r["fwd_s"] > 0 and r["fwd_bwd_s"] > 0 and r["flops"] > 0 and r["repeats_done"] == 2
     assert r["variant"] == bench.REFERENCE or r["ratio_fwd_bwd"] == pytest.approx(
-      r["fwd_bwd_s"] / next(x["fwd_bwd_s"] for x in result["rows"]
-                            if x["variant"] == bench.REFERENCE and x["length"] == r["length"]))
+      r["fwd_bwd_s"]
+      / next(x["fwd_bwd_s"] for x in result["rows"] if x["variant"] == bench.REFERENCE and x["length"] == r["length"])
+    )
   assert set(result["summary"]) == {"softmax", "linear", bench.REFERENCE}
   paths = bench.write(result, tmp_path)
   assert paths["json"].parent == tmp_path / bench.device_dir(result["device"])

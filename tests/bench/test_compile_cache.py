@@ -15,8 +15,23 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _bench(cache: Path, out: Path) -> subprocess.CompletedProcess:
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-  cmd = [sys.executable, "-m", "research.cli", "--compile-cache", str(cache), "bench", "train", "--config",
-         f"experiments/listops.py:{TINY}", "--steps", "1", "--warmup", "0", "--out", str(out)]
+  cmd = [
+    sys.executable,
+    "-m",
+    "research.cli",
+    "--compile-cache",
+    str(cache),
+    "bench",
+    "train",
+    "--config",
+    f"experiments/listops.py:{TINY}",
+    "--steps",
+    "1",
+    "--warmup",
+    "0",
+    "--out",
+    str(out),
+  ]
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 

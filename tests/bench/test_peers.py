@@ -13,8 +13,9 @@ from research.bench import peers  # before torch loads: sets OMP_WAIT_POLICY (se
 
 # The [peers] extra (CPU torch + three libraries) lives in its own venv: scripts/test_peers.sh runs this file there.
 # CI never installs torch, so there only the torch-free tests below run.
-needs_peers = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                                 reason="the [peers] extra: run scripts/test_peers.sh")
+needs_peers = pytest.mark.skipif(
+  importlib.util.find_spec("torch") is None, reason="the [peers] extra: run scripts/test_peers.sh"
+)
 
 TINY = peers.Shape(layers=2, d_model=64, heads=4, length=64, batch=2, vocab_size=20)
 

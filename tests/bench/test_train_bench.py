@@ -36,15 +36,20 @@ def test_model_flops_by_hand():
   assert bench_train.model_flops(c, "pair", b, n, 128) == 6 * forward  # both inputs through the encoder
   assert bench_train.model_flops(c, "tokens", b, n, 128) == 3 * (forward + 2 * b * n * e * 128)
   hybrid = tiny_config("attention='linear+softmax'")
-  mixed = 2 * b * n * (8 * e * e + 4 * e * m) + attn + attention_flops(
-    "softmax", attention.make_config("softmax"), b, n, 4, 8)
+  mixed = (
+    2 * b * n * (8 * e * e + 4 * e * m)
+    + attn
+    + attention_flops("softmax", attention.make_config("softmax"), b, n, 4, 8)
+  )
   assert bench_train.model_flops(hybrid, "classify", b, n, 128) == 3 * mixed
 
 
 def test_a_measured_step(tmp_path):
-  grid = bench_train.run_grid(f"experiments/listops.py:{TINY}", ["model.remat_policy='none'",
-                                                                  "model.remat_policy='full'"],
-                              bench_train.Spec(steps=2, warmup=1))
+  grid = bench_train.run_grid(
+    f"experiments/listops.py:{TINY}",
+    ["model.remat_policy='none'", "model.remat_policy='full'"],
+    bench_train.Spec(steps=2, warmup=1),
+  )
   none, full = grid["rows"]
   assert (none["setting"], full["setting"]) == ("model.remat_policy='none'", "model.remat_policy='full'")
   assert none["model_flops"] == full["model_flops"]  # remat recomputes; model FLOPs do not count it

@@ -40,15 +40,19 @@ def row_bytes(tokens: np.ndarray, length: int) -> bytes:
 # ---------------------------------------------------------------------------------------------- corpora
 def test_linux_doc_build_on_a_tiny_package_tree(tmp_path):
   root = tmp_path / "usr/share/doc/linux-doc-6.1/Documentation"
-  files = {"index.rst.gz": b"Top\n", "net/b.rst.gz": b"B \xff\n", "net/a/x.rst.gz": "caf\u00e9".encode(),
-           "net/skip.txt.gz": b"not rst"}
+  files = {
+    "index.rst.gz": b"Top\n",
+    "net/b.rst.gz": b"B \xff\n",
+    "net/a/x.rst.gz": "caf\u00e9".encode(),
+    "net/skip.txt.gz": b"not rst",
+  }
   for name, data in files.items():
     (root / name).parent.mkdir(parents=True, exist_ok=True)
     (root / name).write_bytes(gzip.compress(data))
   assert linux_doc.build(tmp_path) == [
-      {"id": "index.rst", "dir": ".", "text": "Top\n"},
-      {"id": "net/a/x.rst", "dir": "net", "text": "caf\u00e9"},
-      {"id": "net/b.rst", "dir": "net", "text": "B \ufffd\n"},
+    {"id": "index.rst", "dir": ".", "text": "Top\n"},
+    {"id": "net/a/x.rst", "dir": "net", "text": "caf\u00e9"},
+    {"id": "net/b.rst", "dir": "net", "text": "B \ufffd\n"},
   ]
   with pytest.raises(CorpusError, match="Documentation not found"):
     linux_doc.build(tmp_path / "empty")
@@ -61,8 +65,8 @@ def test_python_doc_build_on_a_tiny_package_tree(tmp_path):
   (root / "about.rst.txt").write_bytes(b"About \xfe")
   (root / "library/os.html").write_bytes(b"<html>")
   assert python_doc.build(tmp_path) == [
-      {"id": "about.rst.txt", "dir": ".", "text": "About \ufffd"},
-      {"id": "library/os.rst.txt", "dir": "library", "text": ":mod:`os`\n"},
+    {"id": "about.rst.txt", "dir": ".", "text": "About \ufffd"},
+    {"id": "library/os.rst.txt", "dir": "library", "text": ":mod:`os`\n"},
   ]
 
 
@@ -87,8 +91,11 @@ def test_python_doc_corpus_facts():
 
 def test_missing_corpus_names_the_install_command(tmp_path, monkeypatch):
   monkeypatch.setenv("RESEARCH_DATA", str(tmp_path))
-  for call in (lambda: corpora.read("linux-doc"), lambda: text_cls.encoded.__wrapped__(50, 64),  # uncached
-               lambda: retrieval.graph.__wrapped__(False)):
+  for call in (
+    lambda: corpora.read("linux-doc"),
+    lambda: text_cls.encoded.__wrapped__(50, 64),  # uncached
+    lambda: retrieval.graph.__wrapped__(False),
+  ):
     with pytest.raises(CorpusError, match="research data install linux-doc"):
       call()
 
@@ -96,9 +103,11 @@ def test_missing_corpus_names_the_install_command(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------- text_cls
 def test_strip_labels_rules():
   names = ("admin-guide", "arm", "hwmon", "core-api")
-  text = (".. toctree::\n   :maxdepth: 1\n\n   intro\n   hwmon/index\n\nBody :doc:`x <../y>` and :ref:`lbl`.\n"
-          "See Documentation/admin-guide/a.rst, Admin Guide, core_api, ARMv7, arm64, alarm, hwmon_register "
-          "/sys/class/hwmon/hwmon0/temp1 arm")
+  text = (
+    ".. toctree::\n   :maxdepth: 1\n\n   intro\n   hwmon/index\n\nBody :doc:`x <../y>` and :ref:`lbl`.\n"
+    "See Documentation/admin-guide/a.rst, Admin Guide, core_api, ARMv7, arm64, alarm, hwmon_register "
+    "/sys/class/hwmon/hwmon0/temp1 arm"
+  )
   assert text_cls.strip_labels(text, names) == "Body  and .\nSee , , , ARMv7, 64, alarm, _register  "
   assert text_cls.strip_labels("ar:doc:`x`m harm", names) == " harm"  # removal cannot leave a new name
   assert text_cls.encode("x ARMv7", names, 5) == b"x "  # a cut that ends in a name
@@ -153,8 +162,12 @@ def test_text_cls_leaves_no_label_revealing_string(cls_task):
 
 
 def test_text_cls_config_and_registry(cls_task):
-  for bad, field in (({"min_docs": 1}, "min_docs"), ({"max_bytes": 0}, "max_bytes"),
-                     ({"test_fraction": 0.5}, "test_fraction"), ({"seed": -1}, "seed")):
+  for bad, field in (
+    ({"min_docs": 1}, "min_docs"),
+    ({"max_bytes": 0}, "max_bytes"),
+    ({"test_fraction": 0.5}, "test_fraction"),
+    ({"seed": -1}, "seed"),
+  ):
     with pytest.raises(ValueError, match=f"Config.{field}="):
       text_cls.Config(**bad)
   with pytest.raises(ValueError, match="min_docs=100000 leaves 0"):
@@ -169,8 +182,10 @@ def cited(a: dict, docs: dict[str, dict], labels: dict[str, set[str]] | None) ->
   out |= {posixpath.normpath(m.group(1)) for m in re.finditer(r"Documentation/(\S+?\.rst)(?![A-Za-z0-9_])", text)}
   for m in re.finditer(r":doc:`(?:[^`<]*<)?([^`>]+)>?`", text):
     target = m.group(1).strip()
-    out.add(posixpath.normpath(target[1:] if target[0] == "/" else posixpath.join(posixpath.dirname(a["id"]), target))
-            + ".rst")
+    out.add(
+      posixpath.normpath(target[1:] if target[0] == "/" else posixpath.join(posixpath.dirname(a["id"]), target))
+      + ".rst"
+    )
   for m in re.finditer(r":ref:`(?:[^`<]*<)?([^`>]+)>?`", text):
     out |= (labels or {}).get(m.group(1).strip().lower(), set())
   return {i for i in out if i in docs and i != a["id"]}
@@ -229,8 +244,9 @@ def test_retrieval_split_by_document_and_seeded(ret_task):
   cfg = retrieval.Config()
   rows = retrieval.examples(cfg)[0]
   members = {s: {d for a, b, _ in r for d in (a, b)} for s, r in rows.items()}
-  assert not (members["train"] & members["val"] or members["train"] & members["test"]
-              or members["val"] & members["test"])
+  assert not (
+    members["train"] & members["val"] or members["train"] & members["test"] or members["val"] & members["test"]
+  )
   assert retrieval.graph.__wrapped__(False) == retrieval.graph(False)
   assert retrieval.examples.__wrapped__(cfg)[0] == rows
   pairs = [p for r in rows.values() for *p, _ in r]
@@ -238,14 +254,19 @@ def test_retrieval_split_by_document_and_seeded(ret_task):
   hashed = retrieval.build(retrieval.Config(split_unit="document", max_bytes=64))
   hashed_rows = retrieval.examples(retrieval.Config(split_unit="document", max_bytes=64))[0]
   members = {s: {d for a, b, _ in r for d in (a, b)} for s, r in hashed_rows.items()}
-  assert not (members["train"] & members["val"] or members["train"] & members["test"]
-              or members["val"] & members["test"])
+  assert not (
+    members["train"] & members["val"] or members["train"] & members["test"] or members["val"] & members["test"]
+  )
   kept = sum(hashed.card["positives"].values())
   assert kept + hashed.card["pairs_lost_across_splits"] == hashed.card["pairs"] and kept < hashed.card["pairs"]
 
 
 def test_retrieval_config_validation():
-  for bad, field in (({"max_bytes": 0}, "max_bytes"), ({"include_ref": 1}, "include_ref"),
-                     ({"split_unit": "lemma"}, "split_unit"), ({"val_fraction": 0.0}, "val_fraction")):
+  for bad, field in (
+    ({"max_bytes": 0}, "max_bytes"),
+    ({"include_ref": 1}, "include_ref"),
+    ({"split_unit": "lemma"}, "split_unit"),
+    ({"val_fraction": 0.0}, "val_fraction"),
+  ):
     with pytest.raises(ValueError, match=f"Config.{field}="):
       retrieval.Config(**bad)

@@ -61,9 +61,13 @@ def test_self_task_uses_only_the_train_inputs(listops_mlm):
   assert (task.kind, task.seq_len, task.vocab_size, task.num_classes) == ("tokens", 128, len(listops.VOCAB) + 4, 21)
   source = listops.build_splits(listops.ListOpsConfig(**LISTOPS))
   expected = collections.Counter(
-    tuple((row[1:n] + 4).tolist()) for row, n in zip(source["train"].tokens, source["train"].lengths, strict=True))
-  held_out = {tuple((row[1:n] + 4).tolist()) for split in ("val", "test")
-              for row, n in zip(source[split].tokens, source[split].lengths, strict=True)}
+    tuple((row[1:n] + 4).tolist()) for row, n in zip(source["train"].tokens, source["train"].lengths, strict=True)
+  )
+  held_out = {
+    tuple((row[1:n] + 4).tolist())
+    for split in ("val", "test")
+    for row, n in zip(source[split].tokens, source[split].lengths, strict=True)
+  }
   # expressions have <= 128 tokens after the CLS is stripped, so every segment is one whole sequence
   got = {s: collections.Counter(tuple(seq.tolist()) for seq in segments(a)) for s, a in task.splits.items()}
   assert got["train"] + got["val"] + got["test"] == expected  # exactly the train inputs, each once
@@ -93,8 +97,9 @@ def test_eval_splits_are_masked_once_and_train_map_masks_dynamically(listops_mlm
   np.testing.assert_array_equal(a["targets"], row["tokens"])
   np.testing.assert_array_equal(a["positions"], row["positions"])
   rng = np.random.default_rng(3)
-  masked = [task.train_map({k: v[i] for k, v in train.items()}, rng)["weights"].sum()
-            for i in range(len(train["tokens"]))]
+  masked = [
+    task.train_map({k: v[i] for k, v in train.items()}, rng)["weights"].sum() for i in range(len(train["tokens"]))
+  ]
   assert abs(sum(masked) / (train["tokens"] >= 5).sum() - 0.15) < 0.02
 
 
@@ -126,8 +131,13 @@ def fake_data(tmp_path_factory):
   return root
 
 
-FAKE = {"corpora": ("python-doc", "wordnet"), "vocab_size": 400, "model_type": "bpe", "seq_len": 128,
-        "max_documents": 0}
+FAKE = {
+  "corpora": ("python-doc", "wordnet"),
+  "vocab_size": 400,
+  "model_type": "bpe",
+  "seq_len": 128,
+  "max_documents": 0,
+}
 
 
 def test_corpus_split_by_document_and_tokenizer_trained_on_train(fake_data, monkeypatch):
@@ -191,11 +201,25 @@ def test_missing_corpus_names_the_install_command(tmp_path, monkeypatch):
     tasks.build("mlm", {"corpora": ("python-doc",)})
 
 
-@pytest.mark.parametrize("field, value", [
-  ("corpora", ("no-such-corpus",)), ("corpora", ()), ("corpora", "python-doc"), ("self_task", "mlm"),
-  ("self_task", "nope"), ("self_task_cfg", (("num_train", 5),)), ("vocab_size", 8), ("model_type", "word"),
-  ("seq_len", 1), ("mask_rate", 0.0), ("mask_rate", 0.6), ("max_documents", -1), ("seed", -1), ("seed", 1.5),
-])
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("corpora", ("no-such-corpus",)),
+    ("corpora", ()),
+    ("corpora", "python-doc"),
+    ("self_task", "mlm"),
+    ("self_task", "nope"),
+    ("self_task_cfg", (("num_train", 5),)),
+    ("vocab_size", 8),
+    ("model_type", "word"),
+    ("seq_len", 1),
+    ("mask_rate", 0.0),
+    ("mask_rate", 0.6),
+    ("max_documents", -1),
+    ("seed", -1),
+    ("seed", 1.5),
+  ],
+)
 def test_bad_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=rf"^{field}=.*expected"):
     mlm.Config(**{field: value})

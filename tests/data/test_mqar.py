@@ -58,8 +58,9 @@ def test_weights_only_on_queries_and_every_answer_is_in_context(task):
 
 
 def test_fewer_queries_and_uniform_placement():
-  cfg = mqar.Config(num_kv=8, num_queries=3, seq_len=64, vocab_size=64, placement="uniform", num_train=50,
-                    num_val=5, num_test=5)
+  cfg = mqar.Config(
+    num_kv=8, num_queries=3, seq_len=64, vocab_size=64, placement="uniform", num_train=50, num_val=5, num_test=5
+  )
   t = mqar.build(cfg)
   split = t.splits["train"]
   assert (split["weights"].sum(1) == 3).all()
@@ -122,7 +123,9 @@ def test_registry_builds_the_same_task(task):
   np.testing.assert_array_equal(via.splits["val"]["targets"], task.splits["val"]["targets"])
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
+@pytest.mark.parametrize(
+  ("kwargs", "match"),
+  [
     ({"num_queries": 17}, r"Config.num_queries=17; expected <= num_kv=16"),
     ({"seq_len": 60}, r"Config.seq_len=60; expected >= 2 \* num_kv \+ 2 \* \(num_queries or num_kv\) = 64"),
     ({"seq_len": 39, "num_queries": 4}, r"Config.seq_len=39; expected >= .* = 40"),
@@ -132,7 +135,8 @@ def test_registry_builds_the_same_task(task):
     ({"num_kv": 0}, r"Config.num_kv=0; expected an integer >= 1"),
     ({"num_queries": -1}, r"Config.num_queries=-1; expected an integer >= 0"),
     ({"num_train": 2.5}, r"Config.num_train=2.5; expected an integer"),
-])
+  ],
+)
 def test_config_errors_name_the_field(kwargs, match):
   with pytest.raises(ValueError, match=match):
     mqar.Config(**kwargs)

@@ -55,7 +55,7 @@ def test_every_token_once_in_order(seq_len, count):
   # segment ids are 1..k left to right in each row, padding only at the end
   for row in p.segment_ids:
     used = row[row > 0]
-    assert (row[len(used):] == 0).all()
+    assert (row[len(used) :] == 0).all()
     np.testing.assert_array_equal(np.unique(used), np.arange(1, used.max() + 1))
     assert (np.diff(used) >= 0).all()
 

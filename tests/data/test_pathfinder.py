@@ -42,8 +42,12 @@ def degrees(ink: np.ndarray) -> np.ndarray:
   """Number of 8-neighbours in `ink` of every ink pixel (0 off ink), for a stack [N, S, S]."""
   padded = np.pad(ink, ((0, 0), (1, 1), (1, 1))).astype(np.int32)
   size = ink.shape[-1]
-  total = sum(padded[:, 1 + dy:size + 1 + dy, 1 + dx:size + 1 + dx]
-              for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+  total = sum(
+    padded[:, 1 + dy : size + 1 + dy, 1 + dx : size + 1 + dx]
+    for dy in (-1, 0, 1)
+    for dx in (-1, 0, 1)
+    if (dy, dx) != (0, 0)
+  )
   return np.where(ink, total, 0)
 
 
@@ -183,7 +187,9 @@ def test_size_floor_depends_on_difficulty():
   np.testing.assert_array_equal(scipy_labels(images(small.splits["train"])), small.splits["train"]["targets"])
 
 
-@pytest.mark.parametrize(("field", "value", "match"), [
+@pytest.mark.parametrize(
+  ("field", "value", "match"),
+  [
     ("size", 8, r"Config.size=8; expected an integer in \[16, 256\] for difficulty='easy'"),
     ("size", 300, r"Config.size=300; expected an integer in \[16, 256\]"),
     ("size", "32", r"Config.size='32'; expected an integer"),
@@ -191,7 +197,8 @@ def test_size_floor_depends_on_difficulty():
     ("num_train", 1, r"Config.num_train=1; expected an integer >= 2"),
     ("num_val", -1, r"Config.num_val=-1; expected an integer >= 0"),
     ("seed", True, r"Config.seed=True; expected an integer"),
-])
+  ],
+)
 def test_config_errors_name_the_field(field, value, match):
   with pytest.raises(ValueError, match=match):
     pathfinder.Config(**{field: value})

@@ -12,9 +12,11 @@ def _mlm_like_task() -> Task:
   n, length = 40, 16
   lengths = rng.integers(6, 17, n)
   idx = np.arange(length)[None, :]
-  split = {"tokens": rng.integers(5, 50, (n, length)).astype(np.int32),
-           "segment_ids": (idx < lengths[:, None]).astype(np.int32),
-           "positions": np.where(idx < lengths[:, None], idx, 0).astype(np.int32)}
+  split = {
+    "tokens": rng.integers(5, 50, (n, length)).astype(np.int32),
+    "segment_ids": (idx < lengths[:, None]).astype(np.int32),
+    "positions": np.where(idx < lengths[:, None], idx, 0).astype(np.int32),
+  }
   split["targets"] = split["tokens"].copy()
   split["weights"] = np.zeros((n, length), np.float32)
 
@@ -53,13 +55,22 @@ def test_masks_change_across_epochs_and_only_where_tokens_are_real():
 
 
 def test_model_batch_derives_segments_from_lengths_and_keeps_packed_rows():
-  rows = {"tokens": np.array([[7, 8, 9, 4]]), "lengths": np.array([2]), "targets": np.array([1]),
-          "weights": np.array([1.0])}
+  rows = {
+    "tokens": np.array([[7, 8, 9, 4]]),
+    "lengths": np.array([2]),
+    "targets": np.array([1]),
+    "weights": np.array([1.0]),
+  }
   b = model_batch(rows)
   assert b["tokens"].tolist() == [[7, 8, 0, 0]] and b["segment_ids"].tolist() == [[1, 1, 0, 0]]
   assert b["positions"].tolist() == [[0, 1, 0, 0]] and b["targets"].dtype == np.int32
-  packed = {"tokens": np.array([[7, 8, 9, 0]]), "segment_ids": np.array([[1, 1, 2, 0]]),
-            "positions": np.array([[0, 1, 0, 0]]), "targets": np.array([0.5], np.float32), "weights": np.array([1.0])}
+  packed = {
+    "tokens": np.array([[7, 8, 9, 0]]),
+    "segment_ids": np.array([[1, 1, 2, 0]]),
+    "positions": np.array([[0, 1, 0, 0]]),
+    "targets": np.array([0.5], np.float32),
+    "weights": np.array([1.0]),
+  }
   b = model_batch(packed)
   assert b["segment_ids"].tolist() == [[1, 1, 2, 0]] and b["positions"].tolist() == [[0, 1, 0, 0]]
   assert b["targets"].dtype == np.float32

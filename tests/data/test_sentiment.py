@@ -48,20 +48,37 @@ def test_parse_files():
   truth = b"1_1\t-0.9\tno picture &amp; no sound.\r\n1_2\t0.0\t  A.T.&amp;amp;T. fine  \r\n"
   ratings = "\ufeff1_1\t-0.9\t0.76811\t[0, -1, -2]\r\n1_2\t0\t0.0\t[0, 0]\r\n".encode()
   assert vader.parse("amazon", truth, ratings) == [
-    {"id": "amazon:1_1", "corpus": "amazon", "text": "no picture & no sound.", "rating": -0.9, "sd": 0.76811,
-     "raters": 3},
-    {"id": "amazon:1_2", "corpus": "amazon", "text": "A.T.&T. fine", "rating": 0.0, "sd": 0.0, "raters": 2}]
+    {
+      "id": "amazon:1_1",
+      "corpus": "amazon",
+      "text": "no picture & no sound.",
+      "rating": -0.9,
+      "sd": 0.76811,
+      "raters": 3,
+    },
+    {"id": "amazon:1_2", "corpus": "amazon", "text": "A.T.&T. fine", "rating": 0.0, "sd": 0.0, "raters": 2},
+  ]
   with pytest.raises(corpora.CorpusError, match="no row in amazonReviewSnippets_anonDataRatings.txt"):
     vader.parse("amazon", truth, ratings.splitlines()[0])
 
 
 def test_corpus_facts(docs):
-  assert collections.Counter(d["corpus"] for d in docs) == {"movie": 10_605, "amazon": 3_708, "nyt": 5_190,
-                                                            "tweets": 4_200}
+  assert collections.Counter(d["corpus"] for d in docs) == {
+    "movie": 10_605,
+    "amazon": 3_708,
+    "nyt": 5_190,
+    "tweets": 4_200,
+  }
   assert len({d["id"] for d in docs}) == len(docs) == 23_703
-  assert docs[0] == {"id": "movie:1", "corpus": "movie", "rating": 2.26666666667, "sd": 1.06249, "raters": 15,
-                     "text": "The Rock is destined to be the 21st Century's new ''Conan'' and that he's going to make "
-                             "a splash even greater than Arnold Schwarzenegger, Jean Claud Van Damme or Steven Segal."}
+  assert docs[0] == {
+    "id": "movie:1",
+    "corpus": "movie",
+    "rating": 2.26666666667,
+    "sd": 1.06249,
+    "raters": 15,
+    "text": "The Rock is destined to be the 21st Century's new ''Conan'' and that he's going to make "
+    "a splash even greater than Arnold Schwarzenegger, Jean Claud Van Damme or Steven Segal.",
+  }
   assert all(-4 <= d["rating"] <= 4 and d["text"] == d["text"].strip() and d["text"] for d in docs)
   assert not any("&amp;" in d["text"] or "&quot;" in d["text"] for d in docs)
   copies = collections.Counter((d["corpus"], " ".join(d["text"].split())) for d in docs)
@@ -95,7 +112,7 @@ def test_shapes_dtypes_rows(binary, regression):
       examples = sentiment.examples(BINARY if task is binary else REGRESSION)[split]
       assert tokens.shape == (len(examples), BINARY.max_len)
       for row, length, example in zip(tokens, lengths, examples, strict=True):
-        expected = [tokenizer.CLS, *tok.encode(example.text)][:BINARY.max_len]
+        expected = [tokenizer.CLS, *tok.encode(example.text)][: BINARY.max_len]
         assert row[:length].tolist() == expected
   assert sum(binary.card["truncated"].values()) > 0
 

@@ -83,8 +83,7 @@ def test_multilingual_model_covers_every_language(lines, multilingual):
     for text in lines[lang]:
       assert tok.decode(tok.encode(text)) == text
     others = " ".join(texts[o] for o in LANGS if o != lang)
-    own = {p for p in vocab if len(p.strip("▁")) >= 4 and p.strip("▁") in texts[lang]
-           and p.strip("▁") not in others}
+    own = {p for p in vocab if len(p.strip("▁")) >= 4 and p.strip("▁") in texts[lang] and p.strip("▁") not in others}
     assert len(own) >= 15, (lang, sorted(own))  # pieces only this language's text contains
   counts = collections.Counter("".join(texts.values()))
   frequent = {c for c, n in counts.items() if n >= 10 and not c.isspace()}  # character_coverage drops rarer ones
@@ -103,11 +102,20 @@ def test_byte_tokenizer(lines):
   assert tok.decode([2, 5 + 0x61, 0, 3, 4, 1]) == "a"  # special ids are dropped
 
 
-@pytest.mark.parametrize("field, value", [
-  ("vocab_size", 8), ("vocab_size", 800.5), ("vocab_size", "8000"), ("model_type", "word"),
-  ("character_coverage", 0.5), ("character_coverage", "all"), ("byte_fallback", "yes"),
-  ("max_sentence_length", 0), ("input_sentence_size", -1),
-])
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("vocab_size", 8),
+    ("vocab_size", 800.5),
+    ("vocab_size", "8000"),
+    ("model_type", "word"),
+    ("character_coverage", 0.5),
+    ("character_coverage", "all"),
+    ("byte_fallback", "yes"),
+    ("max_sentence_length", 0),
+    ("input_sentence_size", -1),
+  ],
+)
 def test_bad_options_name_the_field(field, value):
   with pytest.raises(ValueError, match=rf"^{field}=.*expected"):
     SentencePieceOptions(**{field: value})

@@ -31,31 +31,49 @@ def task(docs):
 
 # ------------------------------------------------------------------------------------------------ corpus
 def test_parse_line_formats():
-  line = ('00020410 00 s 04 unapproachable 0 unreachable 0 unreached 0 out_of_reach(p) 0 001 & 00019874 a 0000 | '
-          'inaccessibly located or situated; "an unapproachable chalet high in the mountains"; "an unreachable '
-          'canyon"; "the unreachable stars"  ')
+  line = (
+    "00020410 00 s 04 unapproachable 0 unreachable 0 unreached 0 out_of_reach(p) 0 001 & 00019874 a 0000 | "
+    'inaccessibly located or situated; "an unapproachable chalet high in the mountains"; "an unreachable '
+    'canyon"; "the unreachable stars"  '
+  )
   assert wordnet.parse_line("a", line) == {
-    "id": "a:00020410", "pos": "a", "type": "s", "lexfile": 0,
+    "id": "a:00020410",
+    "pos": "a",
+    "type": "s",
+    "lexfile": 0,
     "lemmas": ["unapproachable", "unreachable", "unreached", "out of reach"],
     "gloss": "inaccessibly located or situated",
     "examples": ["an unapproachable chalet high in the mountains", "an unreachable canyon", "the unreachable stars"],
     "text": "inaccessibly located or situated\nan unapproachable chalet high in the mountains\n"
-            "an unreachable canyon\nthe unreachable stars"}
+    "an unreachable canyon\nthe unreachable stars",
+  }
   # a quoted phrase inside the definition stays there; ': "' also starts the examples; attributions are dropped
-  stride = wordnet.parse_line("n", '00249987 04 n 01 stride 1 001 @ 00249501 n 0000 | significant progress (especially'
-                                   ' in the phrase "make strides"); "they made big strides in productivity"  ')
+  stride = wordnet.parse_line(
+    "n",
+    "00249987 04 n 01 stride 1 001 @ 00249501 n 0000 | significant progress (especially"
+    ' in the phrase "make strides"); "they made big strides in productivity"  ',
+  )
   assert stride["gloss"] == 'significant progress (especially in the phrase "make strides")'
   assert stride["examples"] == ["they made big strides in productivity"]
-  swim = wordnet.parse_line("n", '00442115 04 n 02 swimming 0 swim 0 000 | the act of swimming; "it was the '
-                                 'swimming they enjoyed most": "they took a short swim in the pool"')
+  swim = wordnet.parse_line(
+    "n",
+    '00442115 04 n 02 swimming 0 swim 0 000 | the act of swimming; "it was the '
+    'swimming they enjoyed most": "they took a short swim in the pool"',
+  )
   assert swim["lemmas"] == ["swimming", "swim"]
   assert swim["examples"] == ["it was the swimming they enjoyed most", "they took a short swim in the pool"]
-  perm = wordnet.parse_line("n", '00399223 04 n 01 permutation 0 001 @ 00398704 n 0000 | complete change in '
-                                 'character or condition; "the permutations...taking place"- Henry Miller  ')
+  perm = wordnet.parse_line(
+    "n",
+    "00399223 04 n 01 permutation 0 001 @ 00398704 n 0000 | complete change in "
+    'character or condition; "the permutations...taking place"- Henry Miller  ',
+  )
   assert perm["gloss"] == "complete change in character or condition"
   assert perm["examples"] == ["the permutations...taking place"]
-  galore = wordnet.parse_line("a", "00014358 00 s 02 abounding 0 galore(ip) 0 001 & 00013887 a 0000 | existing in "
-                                   'abundance; "abounding confidence"; "whiskey galore"  ')
+  galore = wordnet.parse_line(
+    "a",
+    "00014358 00 s 02 abounding 0 galore(ip) 0 001 & 00013887 a 0000 | existing in "
+    'abundance; "abounding confidence"; "whiskey galore"  ',
+  )
   assert galore["lemmas"] == ["abounding", "galore"]
 
 
@@ -78,20 +96,23 @@ def test_corpus_facts(docs):
 
 
 # ------------------------------------------------------------------------------------------------ matching
-@pytest.mark.parametrize("lemma,pos,sentence,expected", [
-  ("run", "v", "he was running late", True),
-  ("run", "v", "he ran the business", False),  # irregular forms are not matched
-  ("carry", "v", "she carried the bag", True),
-  ("bake", "v", "we are baking bread", True),
-  ("take a breath", "v", "taking a breath, he dived", True),
-  ("take a breath", "v", "take a deep breath", False),
-  ("hot dog", "n", "two hot dogs please", True),
-  ("dog", "n", "the dog's bowl", True),
-  ("dog", "n", "dogma", False),
-  ("big", "a", "a bigger house", True),
-  ("well-known", "a", "a well known fact", True),
-  ("fast", "r", "he ran faster", True),
-])
+@pytest.mark.parametrize(
+  "lemma,pos,sentence,expected",
+  [
+    ("run", "v", "he was running late", True),
+    ("run", "v", "he ran the business", False),  # irregular forms are not matched
+    ("carry", "v", "she carried the bag", True),
+    ("bake", "v", "we are baking bread", True),
+    ("take a breath", "v", "taking a breath, he dived", True),
+    ("take a breath", "v", "take a deep breath", False),
+    ("hot dog", "n", "two hot dogs please", True),
+    ("dog", "n", "the dog's bowl", True),
+    ("dog", "n", "dogma", False),
+    ("big", "a", "a bigger house", True),
+    ("well-known", "a", "a well known fact", True),
+    ("fast", "r", "he ran faster", True),
+  ],
+)
 def test_contains(lemma, pos, sentence, expected):
   assert wic.contains(lemma, pos, wic.words(sentence)) is expected
 
@@ -125,13 +146,13 @@ def test_shapes_dtypes_rows(task):
       if len(expected) > CFG.max_len:  # longest-first truncation keeps a prefix of each sentence
         truncated += 1
         sep = int(np.flatnonzero(row == tokenizer.SEP)[0])
-        kept_a, kept_b = row[1:sep].tolist(), row[sep + 1:].tolist()
-        assert kept_a == a[:len(kept_a)] and kept_b == b[:len(kept_b)]
+        kept_a, kept_b = row[1:sep].tolist(), row[sep + 1 :].tolist()
+        assert kept_a == a[: len(kept_a)] and kept_b == b[: len(kept_b)]
         assert len(kept_a) + len(kept_b) + 2 == CFG.max_len
         assert len(kept_a) == len(a) or len(kept_a) >= len(kept_b) - 1  # only the longer one loses tokens
         assert len(kept_b) == len(b) or len(kept_b) >= len(kept_a) - 1
       else:
-        assert row[:len(expected)].tolist() == expected
+        assert row[: len(expected)].tolist() == expected
   assert truncated == sum(task.card["truncated"].values()) > 0
 
 

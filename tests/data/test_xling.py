@@ -54,8 +54,14 @@ def test_build_documents_from_package_layout(tmp_path):
   (tmp_path / libreoffice.HELP_ROOT / "media").mkdir()  # shared folder without text/: not a language
   docs = libreoffice.build_documents(tmp_path, "en-us")
   assert len(docs) == 10
-  assert docs[2] == {"id": "text/shared/find.html#par_id211641581251728", "file": "text/shared/find.html",
-                     "par": "par_id211641581251728", "tag": "p", "lang": "en-us", "text": "Press Ctrl+F. Then type."}
+  assert docs[2] == {
+    "id": "text/shared/find.html#par_id211641581251728",
+    "file": "text/shared/find.html",
+    "par": "par_id211641581251728",
+    "tag": "p",
+    "lang": "en-us",
+    "text": "Press Ctrl+F. Then type.",
+  }
 
 
 def test_language_dir_prefers_the_named_language(tmp_path):
@@ -130,7 +136,7 @@ def test_rows_are_translations_sharing_an_id(small):
       assert (p["a"], p["b"]) == (en[p["id"]]["text"], de[p["id"]]["text"])
       for side, text in (("tokens", p["a"]), ("tokens_b", p["b"])):
         want = [tokenizer.CLS, *tok.encode(text)][:32]
-        assert small.splits[split][side][r, :len(want)].tolist() == want
+        assert small.splits[split][side][r, : len(want)].tolist() == want
 
 
 def test_split_disjoint_by_file_and_filters(small):
@@ -162,8 +168,10 @@ def test_deterministic_and_seeded(small):
 
 
 def test_registry_build(small):
-  task = tasks.build("xling", {"pair": ["en-us", "de"], "vocab_size": 1000, "max_len": 32, "num_train": 600,
-                               "num_val": 120, "num_test": 120})
+  task = tasks.build(
+    "xling",
+    {"pair": ["en-us", "de"], "vocab_size": 1000, "max_len": 32, "num_train": 600, "num_val": 120, "num_test": 120},
+  )
   assert task is xling.build(SMALL)
   np.testing.assert_array_equal(task.splits["val"]["tokens_b"], small.splits["val"]["tokens_b"])
 
@@ -171,8 +179,12 @@ def test_registry_build(small):
 def test_multilingual_tokenizer_round_trips(installed):
   tok = xling.train_multilingual_tokenizer(LANGS, 2000, per_lang=1500)
   assert tok.vocab_size == 2000
-  for text in ("Opens the Find & Replace dialog.", "Öffnet den Dialog Suchen und ersetzen.",
-               "Ouvre la boîte de dialogue Rechercher et remplacer.", "Zeichen: ß, ü; caractères: ç, œ, é"):
+  for text in (
+    "Opens the Find & Replace dialog.",
+    "Öffnet den Dialog Suchen und ersetzen.",
+    "Ouvre la boîte de dialogue Rechercher et remplacer.",
+    "Zeichen: ß, ü; caractères: ç, œ, é",
+  ):
     ids = tok.encode(text)
     assert tokenizer.UNK not in ids and tok.decode(ids) == text
 
@@ -188,9 +200,19 @@ def test_unknown_language():
     xling.Config(pair=("sk", "de"))
 
 
-@pytest.mark.parametrize("field, value", [("pair", ("de", "de")), ("pair", ("de",)), ("vocab_size", 10),
-                                          ("max_len", 1), ("min_chars", -1), ("num_val", 0), ("seed", -2),
-                                          ("num_train", 2.5)])
+@pytest.mark.parametrize(
+  "field, value",
+  [
+    ("pair", ("de", "de")),
+    ("pair", ("de",)),
+    ("vocab_size", 10),
+    ("max_len", 1),
+    ("min_chars", -1),
+    ("num_val", 0),
+    ("seed", -2),
+    ("num_train", 2.5),
+  ],
+)
 def test_config_validation(field, value):
   with pytest.raises(ValueError, match=f"^{field}="):
     xling.Config(**{field: value})

@@ -40,8 +40,10 @@ def test_padding_is_exact_zero_and_garbage_under_it_is_ignored(attention, positi
   np.testing.assert_allclose(other[1], out[1], atol=1e-6)
 
 
-@pytest.mark.parametrize("attention,positions,conv", [
-  ("softmax", "learned", 0), ("linear", "rope", 4), ("softmax", "rope", 3), ("linear+softmax", "learned", 2)])
+@pytest.mark.parametrize(
+  "attention,positions,conv",
+  [("softmax", "learned", 0), ("linear", "rope", 4), ("softmax", "rope", 3), ("linear+softmax", "learned", 2)],
+)
 def test_packed_rows_equal_sequences_alone(attention, positions, conv):
   enc = Encoder(_cfg(attention=attention, positions=positions, conv_kernel=conv))
   lengths = [7, 1, 12]
@@ -50,16 +52,21 @@ def test_packed_rows_equal_sequences_alone(attention, positions, conv):
   packed, variables = _run(enc, tokens, packed_seg)
   start, apply = 0, jax.jit(enc.apply)
   for n in lengths:
-    alone = apply(variables, tokens[:, start:start + n], Segments.from_lengths(jnp.array([n]), n))
-    np.testing.assert_allclose(packed[0, start:start + n], alone[0], atol=2e-5, rtol=1e-4)
+    alone = apply(variables, tokens[:, start : start + n], Segments.from_lengths(jnp.array([n]), n))
+    np.testing.assert_allclose(packed[0, start : start + n], alone[0], atol=2e-5, rtol=1e-4)
     start += n
 
 
 def test_remat_policies_and_unrolling_change_nothing_but_memory_and_speed():
   tokens, segments = _tokens(2, 16), Segments.from_lengths(jnp.array([16, 9]), 16)
   results, trees = [], []
-  for options in (dict(remat_policy="none"), dict(remat_policy="full"), dict(remat_policy="dots"),
-                  dict(scan_unroll=2), dict(scan_unroll=5, remat_policy="dots")):
+  for options in (
+    dict(remat_policy="none"),
+    dict(remat_policy="full"),
+    dict(remat_policy="dots"),
+    dict(scan_unroll=2),
+    dict(scan_unroll=5, remat_policy="dots"),
+  ):
     model = Classifier(_cfg(**options), 10)
     variables = jax.jit(model.init)(jax.random.key(0), tokens, segments)
     trees.append(jax.tree.map(jnp.shape, nn.meta.unbox(variables)))
@@ -84,8 +91,9 @@ def test_bfloat16_compute_keeps_float32_params():
 def test_layers_are_stacked_and_vocab_is_padded():
   cfg = _cfg(vocab_size=130)
   assert cfg.padded_vocab == 256
-  variables = jax.eval_shape(Encoder(cfg).init, jax.random.key(0), _tokens(1, 8),
-                             Segments.from_lengths(jnp.array([8]), 8))
+  variables = jax.eval_shape(
+    Encoder(cfg).init, jax.random.key(0), _tokens(1, 8), Segments.from_lengths(jnp.array([8]), 8)
+  )
   params = nn.meta.unbox(variables)["params"]
   assert params["embed"]["embedding"].shape == (256, 32)
   assert params["stack"]["layers"]["query"]["kernel"].shape == (2, 32, 4, 8)
@@ -138,7 +146,8 @@ def test_hybrid_layers_and_captured_attention():
   tokens, segments = _tokens(2, 12), Segments.from_lengths(jnp.array([12, 7]), 12)
   variables = jax.jit(enc.init)(jax.random.key(0), tokens, segments)
   out, state = jax.jit(lambda v: enc.apply({"params": v["params"]}, tokens, segments, mutable=["intermediates"]))(
-    variables)
+    variables
+  )
   weights = [state["intermediates"]["stack"][f"layer_{i}"]["attention_weights"][0] for i in range(2)]
   for w in weights:
     assert w.shape == (2, 4, 12, 12) and w.dtype == jnp.float32
@@ -148,6 +157,7 @@ def test_hybrid_layers_and_captured_attention():
   with pytest.raises(ValueError, match="unknown attention option"):
     _cfg(attention="linear+softmax", attention_cfg={"window": 3})
   scanned = Encoder(_cfg(capture_attention=True))
-  _, state = scanned.apply(scanned.init(jax.random.key(0), tokens, segments), tokens, segments,
-                           mutable=["intermediates"])
+  _, state = scanned.apply(
+    scanned.init(jax.random.key(0), tokens, segments), tokens, segments, mutable=["intermediates"]
+  )
   assert state["intermediates"]["stack"]["layers"]["attention_weights"][0].shape == (2, 2, 4, 12, 12)

@@ -22,8 +22,10 @@ from tests.train.common import tiny_config
 
 @pytest.mark.parametrize("name", attention.names())
 def test_a_few_steps_reduce_the_loss(name):
-  config = tiny_config(f"attention={name},train.learning_rate=0.003,train.warmup_steps=1,steps=12,"
-                       "train.schedule=constant,model.num_layers=1,data.max_length=32")
+  config = tiny_config(
+    f"attention={name},train.learning_rate=0.003,train.warmup_steps=1,steps=12,"
+    "train.schedule=constant,model.num_layers=1,data.max_length=32"
+  )
   task = build_task(config.task, config.data.to_dict())
   model = Classifier(encoder_config(config, task.seq_len, task.vocab_size), task.num_classes)
   tx = make_optimizer(config.train)

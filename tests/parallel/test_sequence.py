@@ -50,7 +50,7 @@ def _segments() -> Segments:
   for row, lengths in enumerate(LENGTHS):
     start = 0
     for i, n in enumerate(lengths):
-      ids[row, start:start + n], pos[row, start:start + n] = i + 1, np.arange(n)
+      ids[row, start : start + n], pos[row, start : start + n] = i + 1, np.arange(n)
       start += n
   return Segments(jnp.asarray(ids), jnp.asarray(pos), max_segments=max(map(len, LENGTHS)))
 
@@ -85,10 +85,24 @@ def _sharded(case: str, mesh_id: str) -> dict[bool, jax.Array]:
   name, config, mode = CASES[case]
   mesh, batch_axes = _mesh(mesh_id)
   q, k, v, segments = jax.device_put((Q, K, V, SEGMENTS), NamedSharding(mesh, P(batch_axes, "seq")))
-  run = jax.jit(lambda var, q, k, v, segments: {c: sequence_parallel_attention(
-    name, q, k, v, segments, mesh=mesh, batch_axes=batch_axes, causal=c, config=config, variables=var,
-    softmax_mode=mode,
-  ) for c in (False, True)})
+  run = jax.jit(
+    lambda var, q, k, v, segments: {
+      c: sequence_parallel_attention(
+        name,
+        q,
+        k,
+        v,
+        segments,
+        mesh=mesh,
+        batch_axes=batch_axes,
+        causal=c,
+        config=config,
+        variables=var,
+        softmax_mode=mode,
+      )
+      for c in (False, True)
+    }
+  )
   return run(_variables(case)[1], q, k, v, segments)
 
 
@@ -135,7 +149,7 @@ def test_based_window_wider_than_a_shard_is_a_clear_error():
   config = {"feature_dim": 4, "window": 6}  # a halo of 5 tokens, shards of 4
   variables = jax.eval_shape(attention.build("based", config).init, jax.random.key(0), Q, K, V, SEGMENTS)
   run = lambda var: sequence_parallel_attention(  # noqa: E731
-    "based", Q, K, V, SEGMENTS, mesh=_mesh("seq8")[0], config=config, variables=var)
+    "based", Q, K, V, SEGMENTS, mesh=_mesh("seq8")[0], config=config, variables=var
+  )
   with pytest.raises(ValueError, match=r"halo of 5 tokens needs more than one neighbouring shard"):
     jax.eval_shape(run, variables)  # raised while tracing
-

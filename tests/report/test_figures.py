@@ -7,12 +7,29 @@ from research.report import figures
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _run(variant: str, seed: int, *, task: str = "listops", seq_len: int = 128, label: str = "",
-         curve: list | None = None, base: float = 0.1) -> dict:
+def _run(
+  variant: str,
+  seed: int,
+  *,
+  task: str = "listops",
+  seq_len: int = 128,
+  label: str = "",
+  curve: list | None = None,
+  base: float = 0.1,
+) -> dict:
   s = {
-    "variant": variant, "seed": seed, "task": task, "params": 1000, "test_accuracy": 0.3 + 0.01 * seed,
-    "final_test_accuracy": 0.28, "val_accuracy": 0.3, "tokens_per_s": 1e5 / seq_len * (2 if variant == "linear" else 1),
-    "compiled_memory_bytes": seq_len**2 * 1000, "wall_s": 1.0, "majority_baseline": base, "seq_len": seq_len,
+    "variant": variant,
+    "seed": seed,
+    "task": task,
+    "params": 1000,
+    "test_accuracy": 0.3 + 0.01 * seed,
+    "final_test_accuracy": 0.28,
+    "val_accuracy": 0.3,
+    "tokens_per_s": 1e5 / seq_len * (2 if variant == "linear" else 1),
+    "compiled_memory_bytes": seq_len**2 * 1000,
+    "wall_s": 1.0,
+    "majority_baseline": base,
+    "seq_len": seq_len,
     "curve": [[10, 0.1], [20, 0.2 + 0.01 * seed]] if curve is None else curve,
   }
   if label:
@@ -26,8 +43,12 @@ def _is_png(path) -> bool:
 
 
 def test_accuracy_bars(tmp_path):
-  runs = [_run(v, s, task=t, base=b) for t, b in (("listops", 0.1), ("pathfinder", 0.5))
-          for v in ("softmax", "linear", "performer") for s in range(3)]
+  runs = [
+    _run(v, s, task=t, base=b)
+    for t, b in (("listops", 0.1), ("pathfinder", 0.5))
+    for v in ("softmax", "linear", "performer")
+    for s in range(3)
+  ]
   runs.append(_run("local", 0, task="pathfinder", base=0.5))  # one seed: no error bar
   path = figures.accuracy(runs, tmp_path / "sub" / "acc.png")
   assert path == tmp_path / "sub" / "acc.png" and _is_png(path)
@@ -35,8 +56,12 @@ def test_accuracy_bars(tmp_path):
 
 
 def test_curves(tmp_path):
-  runs = [_run(v, s, task=t) for t in ("listops", "pathfinder", "text", "retrieval") for v in ("softmax", "linear")
-          for s in range(2)]
+  runs = [
+    _run(v, s, task=t)
+    for t in ("listops", "pathfinder", "text", "retrieval")
+    for v in ("softmax", "linear")
+    for s in range(2)
+  ]
   runs.append(_run("softmax", 2, curve=[[10, 0.1]]))  # a seed with fewer eval points: mean on common steps
   assert _is_png(figures.curves(runs, tmp_path / "curves.png"))
   no_curves = [_run("softmax", 0, curve=[]), _run("linear", 0, curve=[])]
@@ -48,8 +73,12 @@ def test_scaling(tmp_path):
   assert figures.scaling(one_length, tmp_path / "s0.png") is None and not (tmp_path / "s0.png").exists()
   one_per_task = [_run("softmax", 0, task="listops", seq_len=64), _run("softmax", 0, task="text", seq_len=1024)]
   assert figures.scaling(one_per_task, tmp_path / "s0.png") is None and not (tmp_path / "s0.png").exists()
-  lengths = [_run(v, s, seq_len=n, label=f"data.max_length={n}") for v in ("softmax", "linear")
-             for n in (128, 256, 512) for s in range(2)]
+  lengths = [
+    _run(v, s, seq_len=n, label=f"data.max_length={n}")
+    for v in ("softmax", "linear")
+    for n in (128, 256, 512)
+    for s in range(2)
+  ]
   assert _is_png(figures.scaling(lengths, tmp_path / "s1.png"))
   # The length label is implied by seq_len, so lines are per variant; a width sweep at every length is not.
   assert {t: list(lines) for t, lines in figures._scaling_series(lengths).items()} == {"listops": ["softmax", "linear"]}
@@ -69,13 +98,21 @@ def test_write_figures_keys(tmp_path):
 def test_sweep_axis(tmp_path):
   """MQAR-style grid: width on x, one panel per (tied) length setting, a line per variant."""
   label = "data.seq_len={},data.num_kv={},model.d_model={},model.mlp_dim={}"
-  runs = [_run(v, s, task="mqar", label=label.format(n, n // 16, d, 2 * d))
-          for v in ("softmax", "based") for n in (64, 128) for d in (32, 64, 128) for s in range(2)]
+  runs = [
+    _run(v, s, task="mqar", label=label.format(n, n // 16, d, 2 * d))
+    for v in ("softmax", "based")
+    for n in (64, 128)
+    for d in (32, 64, 128)
+    for s in range(2)
+  ]
   x_key, panels = figures._sweep_series(runs)
   assert x_key == "model.d_model"
   assert list(panels) == ["mqar, data.seq_len=64, data.num_kv=4", "mqar, data.seq_len=128, data.num_kv=8"]
-  assert panels["mqar, data.seq_len=64, data.num_kv=4"]["based"] == {32.0: [0.3, 0.31], 64.0: [0.3, 0.31],
-                                                                      128.0: [0.3, 0.31]}
+  assert panels["mqar, data.seq_len=64, data.num_kv=4"]["based"] == {
+    32.0: [0.3, 0.31],
+    64.0: [0.3, 0.31],
+    128.0: [0.3, 0.31],
+  }
   assert _is_png(figures.sweep(runs, tmp_path / "sweep.png"))
   lengths_only = [_run("softmax", 0, label=f"data.max_length={n}") for n in (32, 64)]
   assert figures._sweep_series(lengths_only)[0] == "data.max_length"  # no width: the numeric axis there is

@@ -14,13 +14,34 @@ from research.report import tables
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _summary(variant: str, seed: int, *, task: str = "listops", val: float = 0.5, test: float = 0.4,
-             seq_len: int = 129, base: float = 0.1) -> dict:
+def _summary(
+  variant: str,
+  seed: int,
+  *,
+  task: str = "listops",
+  val: float = 0.5,
+  test: float = 0.4,
+  seq_len: int = 129,
+  base: float = 0.1,
+) -> dict:
   return {
-    "variant": variant, "seed": seed, "task": task, "kind": "classify", "params": 5000, "test_accuracy": test,
-    "final_test_accuracy": test - 0.01, "val_accuracy": val, "best_step": 20, "num_steps": 20,
-    "tokens_per_s": 1e6 / seq_len, "compiled_memory_bytes": seq_len * 2**16, "wall_s": 30.0,
-    "majority_baseline": base, "seq_len": seq_len, "curve": [[10, val - 0.1], [20, val]], "device": "cpu",
+    "variant": variant,
+    "seed": seed,
+    "task": task,
+    "kind": "classify",
+    "params": 5000,
+    "test_accuracy": test,
+    "final_test_accuracy": test - 0.01,
+    "val_accuracy": val,
+    "best_step": 20,
+    "num_steps": 20,
+    "tokens_per_s": 1e6 / seq_len,
+    "compiled_memory_bytes": seq_len * 2**16,
+    "wall_s": 30.0,
+    "majority_baseline": base,
+    "seq_len": seq_len,
+    "curve": [[10, val - 0.1], [20, val]],
+    "device": "cpu",
   }
 
 
@@ -41,10 +62,12 @@ def test_find_summaries_attaches_workdir_lr_and_sweep_labels(tmp_path):
   _workdir(tmp_path, "a/linear-seed0/checkpoints", None)  # directories without a summary are ignored
   _workdir(tmp_path, "sweep/w32", _summary("linear", 0), lr=3e-4)
   _workdir(tmp_path, "sweep/w64", _summary("linear", 0), lr=3e-4)
-  sweep = {"runs": [
-    {"name": "w64", "variant": "linear", "seed": 0, "overrides": [["model.d_model", 64], ["seed", 0]]},
-    {"summary_path": "w32/summary.json", "overrides": {"model.d_model": 32, "model.attention": "linear"}},
-  ]}
+  sweep = {
+    "runs": [
+      {"name": "w64", "variant": "linear", "seed": 0, "overrides": [["model.d_model", 64], ["seed", 0]]},
+      {"summary_path": "w32/summary.json", "overrides": {"model.d_model": 32, "model.attention": "linear"}},
+    ]
+  }
   (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(sweep))
 
   found = report_runs.find_summaries(tmp_path)
@@ -53,7 +76,11 @@ def test_find_summaries_attaches_workdir_lr_and_sweep_labels(tmp_path):
   assert [s.get("label") for s in found] == ["model.d_model=64", "model.d_model=32", None, None]
   assert [s.get("lr") for s in found] == [3e-4, 3e-4, None, 1e-3]
   assert [(r["variant"], r["label"]) for r in tables.aggregate(found)] == [
-    ("linear", "model.d_model=64"), ("linear", "model.d_model=32"), ("linear", ""), ("softmax", "")]
+    ("linear", "model.d_model=64"),
+    ("linear", "model.d_model=32"),
+    ("linear", ""),
+    ("softmax", ""),
+  ]
 
 
 def test_malformed_files_are_named(tmp_path):
@@ -90,9 +117,16 @@ def test_select_lr_on_validation():
   runs += [{**_summary("linear", s), "lr": 1e-3} for s in (0, 1)]  # one rate: untouched
   kept, notes = report_runs.select_lr(runs)
   assert [(s["variant"], s["seed"], s["lr"]) for s in kept] == [
-    ("softmax", 0, 3e-4), ("softmax", 1, 3e-4), ("softmax", 2, 3e-4), ("linear", 0, 1e-3), ("linear", 1, 1e-3)]
-  assert notes == ["listops softmax: LR on validation accuracy (seed 0): 0.0001 → 30.0, 0.0003 → 45.0 (chosen), "
-                   "0.001 → 45.0, 0.003 → 20.0"]
+    ("softmax", 0, 3e-4),
+    ("softmax", 1, 3e-4),
+    ("softmax", 2, 3e-4),
+    ("linear", 0, 1e-3),
+    ("linear", 1, 1e-3),
+  ]
+  assert notes == [
+    "listops softmax: LR on validation accuracy (seed 0): 0.0001 → 30.0, 0.0003 → 45.0 (chosen), "
+    "0.001 → 45.0, 0.003 → 20.0"
+  ]
   rows = tables.aggregate(kept)
   assert [(r["variant"], r["n_seeds"], r["lr"]) for r in rows] == [("softmax", 3, 3e-4), ("linear", 2, 1e-3)]
 
@@ -102,17 +136,30 @@ def test_rebuild_writes_every_file(tmp_path):
   for task, base in (("listops", 0.1), ("pathfinder", 0.5)):
     for variant in ("softmax", "linear"):
       for seed in range(2):
-        _workdir(runs_dir, f"{task}/{variant}-seed{seed}",
-                 _summary(variant, seed, task=task, base=base, test=0.4 + seed / 10), lr=1e-3)
+        _workdir(
+          runs_dir,
+          f"{task}/{variant}-seed{seed}",
+          _summary(variant, seed, task=task, base=base, test=0.4 + seed / 10),
+          lr=1e-3,
+        )
       for n in (256, 512):  # a length sweep for the scaling figure
-        _workdir(runs_dir, f"{task}/len{n}/{variant}", {**_summary(variant, 0, task=task, base=base, seq_len=n),
-                                                        "label": f"len={n}"})
+        _workdir(
+          runs_dir,
+          f"{task}/len{n}/{variant}",
+          {**_summary(variant, 0, task=task, base=base, seq_len=n), "label": f"len={n}"},
+        )
   _workdir(runs_dir, "listops/lrsearch", {**_summary("softmax", 0, val=0.2), "label": "", "lr": 1e-2})
   out = tmp_path / "results"
   paths = report_runs.rebuild(runs_dir, out, "lra_tiny")
-  assert paths == {"md": out / "lra_tiny.md", "csv": out / "lra_tiny.csv", "json": out / "lra_tiny.json",
-                   "accuracy": out / "lra_tiny_accuracy.png", "curves": out / "lra_tiny_curves.png",
-                   "scaling": out / "lra_tiny_scaling.png", "sweep": out / "lra_tiny_sweep.png"}
+  assert paths == {
+    "md": out / "lra_tiny.md",
+    "csv": out / "lra_tiny.csv",
+    "json": out / "lra_tiny.json",
+    "accuracy": out / "lra_tiny_accuracy.png",
+    "curves": out / "lra_tiny_curves.png",
+    "scaling": out / "lra_tiny_scaling.png",
+    "sweep": out / "lra_tiny_sweep.png",
+  }
   for key in ("accuracy", "curves", "scaling"):
     data = paths[key].read_bytes()
     assert data[:8] == PNG_MAGIC and len(data) > 2000

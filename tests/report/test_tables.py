@@ -16,13 +16,37 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _ABSENT = object()
 
 
-def _run(variant: str, seed: int, test: float, *, params: int = 123456, tps: float | None = 1000.0,
-         mem_mib: float = 3.0, wall: float = 10.0, val: float = 0.5, base: float = 0.1, task: str = "listops",
-         final=_ABSENT, curve: list | None = None, **extra) -> dict:
+def _run(
+  variant: str,
+  seed: int,
+  test: float,
+  *,
+  params: int = 123456,
+  tps: float | None = 1000.0,
+  mem_mib: float = 3.0,
+  wall: float = 10.0,
+  val: float = 0.5,
+  base: float = 0.1,
+  task: str = "listops",
+  final=_ABSENT,
+  curve: list | None = None,
+  **extra,
+) -> dict:
   s = {
-    "variant": variant, "seed": seed, "task": task, "params": params, "test_accuracy": test,
-    "val_accuracy": val, "best_step": 200, "tokens_per_s": tps, "compiled_memory_bytes": int(mem_mib * 2**20),
-    "wall_s": wall, "majority_baseline": base, "num_steps": 300, "seq_len": 129, "device": "cpu",
+    "variant": variant,
+    "seed": seed,
+    "task": task,
+    "params": params,
+    "test_accuracy": test,
+    "val_accuracy": val,
+    "best_step": 200,
+    "tokens_per_s": tps,
+    "compiled_memory_bytes": int(mem_mib * 2**20),
+    "wall_s": wall,
+    "majority_baseline": base,
+    "num_steps": 300,
+    "seq_len": 129,
+    "device": "cpu",
     "curve": curve if curve is not None else [[100, 0.2 + seed / 100], [200, 0.3], [300, val]],
     **extra,
   }
@@ -49,7 +73,11 @@ def test_aggregate_numbers_match_numpy(runs):
   rows = tables.aggregate(runs)
   # Tasks in first-seen order, rows first-seen within a task.
   assert [(r["task"], r["variant"]) for r in rows] == [
-    ("listops", "softmax"), ("listops", "linear"), ("listops", "performer"), ("pathfinder", "softmax")]
+    ("listops", "softmax"),
+    ("listops", "linear"),
+    ("listops", "performer"),
+    ("pathfinder", "softmax"),
+  ]
   for r in rows:
     mine = [s for s in runs if (s["task"], s["variant"]) == (r["task"], r["variant"])]
     assert r["n_seeds"] == len(mine) and r["seeds"] == [s["seed"] for s in mine] and r["label"] == ""
@@ -91,11 +119,16 @@ def test_single_seed_and_missing_final(runs):
 
 
 def test_labels_make_rows_and_tokens_none():
-  runs = [_run("linear", s, 0.3 + s / 10, label=f"model.d_model={d}", params=d * 100, tps=None)
-          for d in (32, 64) for s in (0, 1)]
+  runs = [
+    _run("linear", s, 0.3 + s / 10, label=f"model.d_model={d}", params=d * 100, tps=None)
+    for d in (32, 64)
+    for s in (0, 1)
+  ]
   rows = tables.aggregate(runs)
   assert [(r["label"], r["n_seeds"], r["params"]) for r in rows] == [
-    ("model.d_model=32", 2, 3200), ("model.d_model=64", 2, 6400)]
+    ("model.d_model=32", 2, 3200),
+    ("model.d_model=64", 2, 6400),
+  ]
   assert rows[0]["tokens_per_s_mean"] is None
   md = tables.markdown_table(rows, title="width").splitlines()
   assert md[2].startswith("| task | variant | label | params |")
@@ -105,27 +138,42 @@ def test_labels_make_rows_and_tokens_none():
 
 def test_labels_from_sweep_overrides():
   # research/sweep.py:summaries() attaches the set-combination as an "overrides" object: rows split on it.
-  runs = [_run("linear", s, 0.3, overrides={"data.num_kv": kv, "model.attention": "linear"}, lr=1e-3)
-          for kv in (4, 8) for s in (0, 1)]
+  runs = [
+    _run("linear", s, 0.3, overrides={"data.num_kv": kv, "model.attention": "linear"}, lr=1e-3)
+    for kv in (4, 8)
+    for s in (0, 1)
+  ]
   runs.append(_run("linear", 0, 0.3, overrides=[["data.num_kv", 16]], label="kv16"))  # an explicit label wins
   assert [(r["label"], r["n_seeds"]) for r in tables.aggregate(runs)] == [
-    ("data.num_kv=4", 2), ("data.num_kv=8", 2), ("kv16", 1)]
+    ("data.num_kv=4", 2),
+    ("data.num_kv=8", 2),
+    ("kv16", 1),
+  ]
   with pytest.raises(ValueError, match="override 3 should be"):
     tables.aggregate([_run("linear", 0, 0.3, overrides=[3])])
 
 
 def test_markdown_exact_formatting(runs):
-  md = tables.markdown_table(tables.aggregate(runs), title="LRA tiny",
-                             notes=["device: 1x H100", "compiled memory = XLA temp+argument+output bytes"])
+  md = tables.markdown_table(
+    tables.aggregate(runs),
+    title="LRA tiny",
+    notes=["device: 1x H100", "compiled memory = XLA temp+argument+output bytes"],
+  )
   lines = md.splitlines()
   assert lines[0] == "## LRA tiny"
-  assert lines[2] == ("| task | variant | params | test acc, best val (mean ± std, n) | test acc, final | val acc "
-                      "| tokens/s | compiled memory (MiB) | wall (s) | steps | LR | majority |")
+  assert lines[2] == (
+    "| task | variant | params | test acc, best val (mean ± std, n) | test acc, final | val acc "
+    "| tokens/s | compiled memory (MiB) | wall (s) | steps | LR | majority |"
+  )
   # softmax: test 41.0 ± 1.4 (0.02/sqrt2 = 1.414%), final 40.5 ± 2.1, val 42.0 ± 1.4, tokens 1,100 ± 141
-  assert lines[4] == ("| listops | softmax | 123,456 | 41.0 ± 1.4 (2) | 40.5 ± 2.1 | 42.0 ± 1.4 | 1,100 ± 141 | 4.0 "
-                      "| 11.0 | 300 | 0.001 | 10.0 |")
-  assert lines[5] == ("| listops | linear | 99,000 | 36.5 ± 2.1 (2) | 31.5 ± 2.1 | 36.5 ± 0.7 | 2,200 ± 283 | 1.5 "
-                      "| 5.5 | 300 | — | 10.0 |")
+  assert lines[4] == (
+    "| listops | softmax | 123,456 | 41.0 ± 1.4 (2) | 40.5 ± 2.1 | 42.0 ± 1.4 | 1,100 ± 141 | 4.0 "
+    "| 11.0 | 300 | 0.001 | 10.0 |"
+  )
+  assert lines[5] == (
+    "| listops | linear | 99,000 | 36.5 ± 2.1 (2) | 31.5 ± 2.1 | 36.5 ± 0.7 | 2,200 ± 283 | 1.5 "
+    "| 5.5 | 300 | — | 10.0 |"
+  )
   assert lines[6] == "| listops | performer | 1,234,567 | 30.0 (1) | — | 31.0 | 1,500 | 1.5 | 7.0 | 300 | — | 10.0 |"
   assert lines[7].startswith("| pathfinder | softmax | 123,456 | 74.0 ± 4.0 (3) | 73.0 ± 6.1 | 73.0 ± 2.6 |")
   assert lines[7].endswith("| 50.0 |")
@@ -154,13 +202,13 @@ def test_mismatches_name_the_row(runs):
 
 
 def test_csv_parses_back_to_the_rows(tmp_path, runs):
-  rows = tables.aggregate(runs + [_run("linear", 0, 0.3, label="a|b, \"q\"", params=1)])
+  rows = tables.aggregate(runs + [_run("linear", 0, 0.3, label='a|b, "q"', params=1)])
   path = tables.write_csv(rows, tmp_path / "t.csv")
   assert path.read_text().splitlines()[0] == ",".join(tables.CSV_FIELDS)
   back = tables.read_csv(path)
   assert back == [{k: r[k] for k in tables.CSV_FIELDS} for r in rows]
   assert back[2]["test_accuracy_std"] is None and back[2]["seeds"] == [0]  # undefined std -> empty cell
-  assert [r["label"] for r in back if r["params"] == 1] == ["a|b, \"q\""]
+  assert [r["label"] for r in back if r["params"] == 1] == ['a|b, "q"']
 
 
 def _write(workdir: Path, payload) -> Path:

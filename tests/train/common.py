@@ -6,9 +6,11 @@ import numpy as np
 
 from research.config import load_config
 
-TINY = ("data.num_train=512,data.num_val=64,data.num_test=64,data.max_length=48,data.max_depth=2,"
-        "data.min_length=8,model.d_model=32,model.num_heads=4,model.num_layers=2,model.mlp_dim=64,"
-        "train.batch_size=16,train.eval_batch_size=32,train.warmup_steps=2")
+TINY = (
+  "data.num_train=512,data.num_val=64,data.num_test=64,data.max_length=48,data.max_depth=2,"
+  "data.min_length=8,model.d_model=32,model.num_heads=4,model.num_layers=2,model.mlp_dim=64,"
+  "train.batch_size=16,train.eval_batch_size=32,train.warmup_steps=2"
+)
 
 
 def tiny_config(extra: str = ""):

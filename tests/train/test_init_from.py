@@ -21,8 +21,9 @@ from tests.train.common import synthetic_batch
 
 
 def _state(kind: str, vocab: int, seed: int, attention: str = "linear", d_model: int = 32):
-  cfg = EncoderConfig(vocab_size=vocab, max_len=32, d_model=d_model, num_heads=4, num_layers=2, mlp_dim=64,
-                      attention=attention)
+  cfg = EncoderConfig(
+    vocab_size=vocab, max_len=32, d_model=d_model, num_heads=4, num_layers=2, mlp_dim=64, attention=attention
+  )
   model = build_model(kind, cfg, 10)
   batch = synthetic_batch(length=32, vocab=vocab)
   if kind == "tokens":
@@ -93,12 +94,22 @@ def test_mismatches_are_named(tmp_path):
     init_from.graft(_state("classify", vocab=40, seed=0), str(tmp_path / "wide"), "linear", 0, vocab_size=40)
   _pretrained_run(tmp_path / "performer", vocab=40, attention="performer")
   with pytest.raises(ValueError, match="collection"):  # softmax has no random features to take them
-    init_from.graft(_state("classify", vocab=40, seed=0, attention="softmax"), str(tmp_path / "performer"),
-                    "softmax", 0, vocab_size=40)
+    init_from.graft(
+      _state("classify", vocab=40, seed=0, attention="softmax"),
+      str(tmp_path / "performer"),
+      "softmax",
+      0,
+      vocab_size=40,
+    )
   _pretrained_run(tmp_path / "softmax", vocab=40, attention="softmax")
   with pytest.raises(ValueError, match="has no .*same model.attention"):
-    init_from.graft(_state("classify", vocab=40, seed=0, attention="hedgehog"), str(tmp_path / "softmax"),
-                    "hedgehog", 0, vocab_size=40)
+    init_from.graft(
+      _state("classify", vocab=40, seed=0, attention="hedgehog"),
+      str(tmp_path / "softmax"),
+      "hedgehog",
+      0,
+      vocab_size=40,
+    )
   with pytest.raises(ValueError, match="holds no checkpoints"):
     init_from.graft(_state("classify", vocab=40, seed=0), str(tmp_path / "missing"), "linear", 0, vocab_size=40)
   with pytest.raises(ValueError, match=r"only \{variant\} and \{seed\}"):

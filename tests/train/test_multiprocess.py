@@ -23,10 +23,10 @@ from tests.train.common import TINY
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 12
-CONFIG = (f"experiments/listops.py:{TINY},attention=linear,steps={STEPS},train.eval_every=4,train.keep_last=3,"
-          "train.log_every=1")
-ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0",
-       "PYTHONUNBUFFERED": "1"}
+CONFIG = (
+  f"experiments/listops.py:{TINY},attention=linear,steps={STEPS},train.eval_every=4,train.keep_last=3,train.log_every=1"
+)
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_backend_optimization_level=0", "PYTHONUNBUFFERED": "1"}
 for key in distributed.ENV.values():
   ENV.pop(key, None)
 
@@ -38,8 +38,18 @@ def _port() -> int:
 
 
 def _cmd(workdir: Path, extra: str = "", *flags: str) -> list[str]:
-  return [sys.executable, "-m", "research.cli", "train", "--no-progress", "--config", CONFIG + extra,
-          "--workdir", str(workdir), *flags]
+  return [
+    sys.executable,
+    "-m",
+    "research.cli",
+    "train",
+    "--no-progress",
+    "--config",
+    CONFIG + extra,
+    "--workdir",
+    str(workdir),
+    *flags,
+  ]
 
 
 def _launch(workdir: Path, extra: str = "", processes: int = 2, heartbeat: int = 100) -> list[subprocess.Popen]:
@@ -48,10 +58,28 @@ def _launch(workdir: Path, extra: str = "", processes: int = 2, heartbeat: int =
   procs = []
   for i in range(processes):
     logs = [open(workdir.parent / f"{workdir.name}.{i}.{kind}", "w") for kind in ("out", "err")]  # noqa: SIM115
-    procs.append(subprocess.Popen(
-      _cmd(workdir, extra, "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes), "--process-id",
-           str(i), "--local-devices", str(8 // processes), "--heartbeat-timeout", str(heartbeat)),
-      cwd=REPO, env=ENV, stdout=logs[0], stderr=logs[1]))
+    procs.append(
+      subprocess.Popen(
+        _cmd(
+          workdir,
+          extra,
+          "--coordinator",
+          f"127.0.0.1:{port}",
+          "--num-processes",
+          str(processes),
+          "--process-id",
+          str(i),
+          "--local-devices",
+          str(8 // processes),
+          "--heartbeat-timeout",
+          str(heartbeat),
+        ),
+        cwd=REPO,
+        env=ENV,
+        stdout=logs[0],
+        stderr=logs[1],
+      )
+    )
     procs[-1].logs = logs
   return procs
 
@@ -73,16 +101,16 @@ def _excerpt(err: str) -> str:
 
 
 def _single(workdir: Path, extra: str = "", *flags: str) -> subprocess.CompletedProcess:
-  return subprocess.run(_cmd(workdir, extra, "--local-devices", "8", *flags), cwd=REPO, env=ENV,
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    _cmd(workdir, extra, "--local-devices", "8", *flags), cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600
+  )
 
 
 def _state(workdir: Path, step: int, like: dict | None = None) -> dict:
   """The saved state; `like` (a state restored here) gives the target tree of a checkpoint whose devices are not
   this process's (a 2-process run's)."""
   one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = None if like is None else jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one),
-                                                  like)
+  target = None if like is None else jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=one), like)
   with ocp.CheckpointManager(workdir / "checkpoints") as mngr:
     restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
   return restored["state"]
@@ -143,8 +171,9 @@ def test_a_killed_process_stops_the_survivor_and_a_restart_resumes(tmp_path):
   assert rc1 == -signal.SIGKILL and rc0 != 0 and time.perf_counter() - tic < 60
   # the survivor learns it from its next collective (a gloo error; fail_fast names the remedy) or from JAX's
   # coordination service ("... This most likely indicates that another task died ...")
-  assert "another task died" in err0 or "restart every process: the run resumes from its last checkpoint" in err0, \
+  assert "another task died" in err0 or "restart every process: the run resumes from its last checkpoint" in err0, (
     _excerpt(err0)
+  )
   latest = max(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
   restarted = _wait(_launch(work, f",steps={latest + 4}"))
   for i, (rc, _, err) in enumerate(restarted):
@@ -158,8 +187,21 @@ def test_bad_cluster_flags_are_one_error_line(tmp_path, capsys):
   rc = main(["train", "--config", CONFIG, "--workdir", str(tmp_path / "w"), "--num-processes", "2"])
   err = capsys.readouterr().err
   assert rc == 2 and "needs the coordinator address, the process count and this process's id together" in err
-  rc = main(["train", "--config", CONFIG, "--workdir", str(tmp_path / "w"), "--coordinator", "nohost",
-             "--num-processes", "2", "--process-id", "0"])
+  rc = main(
+    [
+      "train",
+      "--config",
+      CONFIG,
+      "--workdir",
+      str(tmp_path / "w"),
+      "--coordinator",
+      "nohost",
+      "--num-processes",
+      "2",
+      "--process-id",
+      "0",
+    ]
+  )
   assert rc == 2 and "--coordinator 'nohost'; expected HOST:PORT" in capsys.readouterr().err
   with pytest.raises(ValueError, match="--process-id 2; expected 0 .. 1"):
     distributed.Cluster("h:1", 2, 2)

@@ -41,9 +41,12 @@ def test_regression_metrics_match_numpy():
   rng = np.random.default_rng(1)
   pred, t = rng.normal(size=40).astype(np.float32), rng.normal(size=40).astype(np.float32)
   w = (np.arange(40) < 33).astype(np.float32)
-  halves = [objectives.loss_sums("regress", jnp.asarray(pred[i:i + 20, None]), {"targets": t[i:i + 20],
-                                                                                "weights": w[i:i + 20]})[1]
-            for i in (0, 20)]
+  halves = [
+    objectives.loss_sums(
+      "regress", jnp.asarray(pred[i : i + 20, None]), {"targets": t[i : i + 20], "weights": w[i : i + 20]}
+    )[1]
+    for i in (0, 20)
+  ]
   m = objectives.finalize("regress", jax.tree.map(lambda a, b: np.asarray(a) + np.asarray(b), *halves))
   np.testing.assert_allclose(m["mse"], np.mean((pred[:33] - t[:33]) ** 2), rtol=1e-5)
   np.testing.assert_allclose(m["pearson"], np.corrcoef(pred[:33], t[:33])[0, 1], rtol=1e-4)

@@ -22,8 +22,17 @@ CONFIG = f"experiments/listops.py:{TINY},attention=linear,steps=24,train.eval_ev
 
 def _run(workdir: Path, extra: str = "") -> subprocess.CompletedProcess:
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-  cmd = [sys.executable, "-m", "research.cli", "train", "--no-progress", "--config", CONFIG + extra,
-         "--workdir", str(workdir)]
+  cmd = [
+    sys.executable,
+    "-m",
+    "research.cli",
+    "train",
+    "--no-progress",
+    "--config",
+    CONFIG + extra,
+    "--workdir",
+    str(workdir),
+  ]
   return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 

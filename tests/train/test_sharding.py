@@ -41,15 +41,18 @@ EXPECTED = {
 
 def _one_step(attention: str, mesh_shape, devices):
   config = tiny_config(f"attention={attention}")
-  cfg = EncoderConfig(vocab_size=17, max_len=32, d_model=32, num_heads=4, num_layers=2, mlp_dim=64,
-                      attention=attention)
+  cfg = EncoderConfig(vocab_size=17, max_len=32, d_model=32, num_heads=4, num_layers=2, mlp_dim=64, attention=attention)
   model, tx = Classifier(cfg, 10), make_optimizer(config.train)
   batch = synthetic_batch()
   mesh = make_mesh(mesh_shape, devices)
   with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_RULES):
     state, shardings = create_train_state(model, tx, 0, batch, mesh)
-    step = jax.jit(functools.partial(train_step, model=model, tx=tx), in_shardings=(shardings, batch_sharding(mesh)),
-                   out_shardings=(shardings, None), donate_argnums=0)
+    step = jax.jit(
+      functools.partial(train_step, model=model, tx=tx),
+      in_shardings=(shardings, batch_sharding(mesh)),
+      out_shardings=(shardings, None),
+      donate_argnums=0,
+    )
     state, metrics = step(state, jax.device_put(batch, batch_sharding(mesh)))
     return state, jax.device_get(metrics), model, batch
 
@@ -63,12 +66,14 @@ def test_sharded_step_equals_single_device(attention):
     state, metrics, _, _ = _one_step(attention, shape, jax.devices())
     np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), state.params, ref_state.params)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
-                 state.opt_state, ref_state.opt_state)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), state.opt_state, ref_state.opt_state
+    )
 
     # every parameter sits where the rules table puts its logical axes
-    logical = nn.get_partition_spec(jax.eval_shape(model.init, jax.random.key(0), batch["tokens"],
-                                                   _segments(batch)))["params"]
+    logical = nn.get_partition_spec(jax.eval_shape(model.init, jax.random.key(0), batch["tokens"], _segments(batch)))[
+      "params"
+    ]
     flat_logical = dict(jax.tree_util.tree_flatten_with_path(logical, is_leaf=lambda x: isinstance(x, P))[0])
     for path, leaf in jax.tree_util.tree_flatten_with_path(state.params)[0]:
       want = nn.logical_to_mesh_axes(flat_logical[path], LOGICAL_RULES)
@@ -77,12 +82,15 @@ def test_sharded_step_equals_single_device(attention):
       key = tuple(p.key for p in path)
       if key in EXPECTED:
         assert leaf.sharding.spec == EXPECTED[key], (key, leaf.sharding.spec)
-    assert all(key in {tuple(p.key for p in path) for path, _ in jax.tree_util.tree_flatten_with_path(
-      state.params)[0]} for key in EXPECTED)
+    assert all(
+      key in {tuple(p.key for p in path) for path, _ in jax.tree_util.tree_flatten_with_path(state.params)[0]}
+      for key in EXPECTED
+    )
 
 
 def _segments(batch):
   from research.attention.masks import Segments
+
   return Segments.from_batch(batch)
 
 
@@ -101,8 +109,9 @@ def test_mesh_from_named_config_sizes():
   import ml_collections
 
   def mesh(**sizes):
-    return mesh_from_config(ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "seq": 1, "shape": None,
-                                                       **sizes}))
+    return mesh_from_config(
+      ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1, "seq": 1, "shape": None, **sizes})
+    )
 
   assert dict(mesh().shape) == {"data": 8, "fsdp": 1, "tensor": 1, "seq": 1}
   assert dict(mesh(data=2, fsdp=-1, seq=2).shape) == {"data": 2, "fsdp": 2, "tensor": 1, "seq": 2}

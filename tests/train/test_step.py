@@ -22,8 +22,9 @@ from tests.train.common import synthetic_batch, tiny_config
 
 def test_gradient_accumulation_is_exact():
   config = tiny_config("attention=linear")
-  model = Classifier(EncoderConfig(vocab_size=17, max_len=32, d_model=32, num_heads=4, num_layers=1, mlp_dim=64,
-                                   attention="linear"), 10)
+  model = Classifier(
+    EncoderConfig(vocab_size=17, max_len=32, d_model=32, num_heads=4, num_layers=1, mlp_dim=64, attention="linear"), 10
+  )
   tx = make_optimizer(config.train)
   batch = synthetic_batch(batch=8)
   batch["weights"] = np.array([1, 1, 0, 1, 1, 1, 0.5, 1], np.float32)  # unequal weights across micro-batches
@@ -33,8 +34,9 @@ def test_gradient_accumulation_is_exact():
   for new_state, metrics in outs[1:]:
     np.testing.assert_allclose(metrics["loss"], outs[0][1]["loss"], rtol=1e-6)
     np.testing.assert_allclose(metrics["grad_norm"], outs[0][1]["grad_norm"], rtol=1e-5)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new_state.params,
-                 outs[0][0].params)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), new_state.params, outs[0][0].params
+    )
 
 
 @pytest.mark.parametrize("kind", ["cosine", "rsqrt", "constant"])

@@ -98,8 +98,10 @@ def fetch_deb(package: str, dest: Path) -> Path:
   """`apt-get download` + `dpkg -x` into dest/root; returns that root."""
   lists = APT_LISTS
   if not any(lists.glob("*_Packages*")):
-    raise CorpusError(f"cannot fetch Debian package {package!r}: the apt package lists in {lists} are missing; "
-                      f"run `apt-get update` as root first")
+    raise CorpusError(
+      f"cannot fetch Debian package {package!r}: the apt package lists in {lists} are missing; "
+      f"run `apt-get update` as root first"
+    )
   if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
     raise CorpusError(f"cannot fetch Debian package {package!r}: apt-get/dpkg not found (a Debian system is needed)")
   dest.mkdir(parents=True, exist_ok=True)
@@ -117,8 +119,11 @@ def fetch_deb(package: str, dest: Path) -> Path:
 def fetch_sdist(spec: str, dest: Path) -> Path:
   """`pip download --no-binary :all: --no-deps spec` and unpack it into dest/root; returns that root."""
   dest.mkdir(parents=True, exist_ok=True)
-  got = subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                        "-q", "-d", str(dest), spec], capture_output=True, text=True)
+  got = subprocess.run(
+    [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "-q", "-d", str(dest), spec],
+    capture_output=True,
+    text=True,
+  )
   archives = [p for p in dest.iterdir() if p.suffix in (".gz", ".zip")]
   if got.returncode != 0 or not archives:
     lines = (got.stderr or got.stdout).strip().splitlines()
@@ -164,15 +169,23 @@ def install(name: str, *, force: bool = False, log: Callable[[str], None] = prin
     with (out / "documents.jsonl").open("w", encoding="utf-8") as f:
       for doc in docs:
         f.write(json.dumps(doc, ensure_ascii=False, sort_keys=True) + "\n")
-    info = {"name": name, "source": corpus.source, "description": corpus.description, "documents": len(docs),
-            "text_bytes": sum(len(d["text"].encode()) for d in docs), "package_bytes": package_bytes,
-            "seconds": round(time.perf_counter() - t0, 1)}
+    info = {
+      "name": name,
+      "source": corpus.source,
+      "description": corpus.description,
+      "documents": len(docs),
+      "text_bytes": sum(len(d["text"].encode()) for d in docs),
+      "package_bytes": package_bytes,
+      "seconds": round(time.perf_counter() - t0, 1),
+    }
     (out / "manifest.json").write_text(json.dumps(info, indent=2))
     if target.exists():
       shutil.rmtree(target)
     out.rename(target)
-  log(f"{name}: {info['documents']:,} documents, {info['text_bytes'] / 1e6:.1f} MB text "
-      f"(package {info['package_bytes'] / 1e6:.1f} MB) -> {target}")
+  log(
+    f"{name}: {info['documents']:,} documents, {info['text_bytes'] / 1e6:.1f} MB text "
+    f"(package {info['package_bytes'] / 1e6:.1f} MB) -> {target}"
+  )
   return info
 
 
@@ -181,9 +194,17 @@ def listing() -> list[dict]:
   rows = []
   for name in names():
     c, m = get(name), manifest(name)
-    rows.append({"name": name, "source": c.source, "description": c.description, "installed": m is not None,
-                 "documents": m["documents"] if m else None, "text_bytes": m["text_bytes"] if m else None,
-                 "package_bytes": m["package_bytes"] if m else None})
+    rows.append(
+      {
+        "name": name,
+        "source": c.source,
+        "description": c.description,
+        "installed": m is not None,
+        "documents": m["documents"] if m else None,
+        "text_bytes": m["text_bytes"] if m else None,
+        "package_bytes": m["package_bytes"] if m else None,
+      }
+    )
   return rows
 
 

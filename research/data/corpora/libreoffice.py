@@ -50,16 +50,72 @@ from research.data.corpora import Corpus, CorpusError, read, register, require
 
 # Languages with their own help text in Debian bookworm: the 33 libreoffice-help-<lang> packages other than sk,
 # and ca-valencia, which the ca package ships beside ca.
-LANGS = ("ca", "ca-valencia", "cs", "da", "de", "dz", "el", "en-gb", "en-us", "es", "et", "eu", "fi", "fr", "gl",
-         "hi", "hu", "id", "it", "ja", "km", "ko", "nl", "om", "pl", "pt", "pt-br", "ru", "sl", "sv", "tr", "vi",
-         "zh-cn", "zh-tw")
+LANGS = (
+  "ca",
+  "ca-valencia",
+  "cs",
+  "da",
+  "de",
+  "dz",
+  "el",
+  "en-gb",
+  "en-us",
+  "es",
+  "et",
+  "eu",
+  "fi",
+  "fr",
+  "gl",
+  "hi",
+  "hu",
+  "id",
+  "it",
+  "ja",
+  "km",
+  "ko",
+  "nl",
+  "om",
+  "pl",
+  "pt",
+  "pt-br",
+  "ru",
+  "sl",
+  "sv",
+  "tr",
+  "vi",
+  "zh-cn",
+  "zh-tw",
+)
 PACKAGES = {"ca-valencia": "ca"}  # language -> the libreoffice-help-<...> package that ships it, where different
 NO_TEXT = {"sk": "libreoffice-help-sk ships only a symlink help/sk -> cs (and depends on libreoffice-help-cs)"}
 HELP_ROOT = "usr/share/libreoffice/help"
 PARAGRAPH_ID = re.compile(r"(par|hd)_id")
 VOID_TAGS = frozenset(("area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"))
-BLOCK_TAGS = frozenset(("address", "blockquote", "dd", "div", "dl", "dt", "h1", "h2", "h3", "h4", "h5", "h6",
-                        "li", "ol", "p", "pre", "table", "td", "th", "tr", "ul"))
+BLOCK_TAGS = frozenset(
+  (
+    "address",
+    "blockquote",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "ol",
+    "p",
+    "pre",
+    "table",
+    "td",
+    "th",
+    "tr",
+    "ul",
+  )
+)
 SKIP_TAGS = frozenset(("script", "style"))
 SWITCH_CLASSES = frozenset(("switch", "switchinline"))
 
@@ -192,8 +248,9 @@ def language_dir(raw_root: Path, lang: str) -> Path:
   named = [d for d in dirs if d.name.lower() == lang]
   if len(named) == 1 or len(dirs) == 1:
     return (named or dirs)[0]
-  raise CorpusError(f"expected a language folder {lang!r} with text/ under {raw_root / HELP_ROOT}, found "
-                    f"{[d.name for d in dirs]}")
+  raise CorpusError(
+    f"expected a language folder {lang!r} with text/ under {raw_root / HELP_ROOT}, found {[d.name for d in dirs]}"
+  )
 
 
 def build_documents(raw_root: Path, lang: str) -> list[dict]:
@@ -230,11 +287,15 @@ def aligned(langs: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
 
 
 def _register(lang: str) -> None:
-  register(Corpus(
-    name=corpus_name(lang), source=f"deb:{package(lang)}",
-    description=f"LibreOffice 7.4 help ({lang}): par_id/hd_id paragraphs of {HELP_ROOT}/<{lang}>/text/**/*.html, "
-                f"aligned across languages by file#id",
-    build=lambda raw_root: build_documents(raw_root, lang)))
+  register(
+    Corpus(
+      name=corpus_name(lang),
+      source=f"deb:{package(lang)}",
+      description=f"LibreOffice 7.4 help ({lang}): par_id/hd_id paragraphs of {HELP_ROOT}/<{lang}>/text/**/*.html, "
+      f"aligned across languages by file#id",
+      build=lambda raw_root: build_documents(raw_root, lang),
+    )
+  )
 
 
 for _lang in LANGS:

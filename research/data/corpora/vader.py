@@ -38,8 +38,12 @@ from research.data.corpora import Corpus, CorpusError, register
 SPEC = "vaderSentiment==3.3.2"
 ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
 FOLDER = "hutto_ICWSM_2014"
-CORPORA = {"movie": "movieReviewSnippets", "amazon": "amazonReviewSnippets", "nyt": "nytEditorialSnippets",
-           "tweets": "tweets"}
+CORPORA = {
+  "movie": "movieReviewSnippets",
+  "amazon": "amazonReviewSnippets",
+  "nyt": "nytEditorialSnippets",
+  "tweets": "tweets",
+}
 
 
 def _lines(data: bytes) -> list[str]:
@@ -58,8 +62,16 @@ def parse(corpus: str, ground_truth: bytes, ratings: bytes) -> list[dict]:
     if orig not in raw:
       raise CorpusError(f"vader: {corpus} text {orig!r} has no row in {CORPORA[corpus]}_anonDataRatings.txt")
     sd, raters = raw[orig]
-    docs.append({"id": f"{corpus}:{orig}", "corpus": corpus, "text": html.unescape(html.unescape(text)).strip(),
-                 "rating": float(mean), "sd": sd, "raters": raters})
+    docs.append(
+      {
+        "id": f"{corpus}:{orig}",
+        "corpus": corpus,
+        "text": html.unescape(html.unescape(text)).strip(),
+        "rating": float(mean),
+        "sd": sd,
+        "raters": raters,
+      }
+    )
   return docs
 
 
@@ -69,6 +81,7 @@ def build(raw: Path) -> list[dict]:
     raise CorpusError(f"vader: {ARCHIVE} not found in the unpacked sdist (did the layout change?)")
   docs = []
   with tarfile.open(archive) as tar:
+
     def member(name: str) -> bytes:
       try:
         return tar.extractfile(f"{FOLDER}/{name}").read()

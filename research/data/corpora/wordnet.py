@@ -49,14 +49,22 @@ def parse_line(pos: str, line: str) -> dict:
     head, gloss = line.split("|", 1)[0], ""
   fields = head.split()
   offset, lexfile, ss_type, count = fields[0], int(fields[1]), fields[2], int(fields[3], 16)
-  lemmas = [_ADJ_MARKER.sub("", w).replace("_", " ") for w in fields[4:4 + 2 * count:2]]
+  lemmas = [_ADJ_MARKER.sub("", w).replace("_", " ") for w in fields[4 : 4 + 2 * count : 2]]
   gloss = gloss.strip()
   m = _EXAMPLES_START.search(gloss)
-  definition, rest = (gloss[:m.start()], gloss[m.start() + 2:]) if m else (gloss, "")
+  definition, rest = (gloss[: m.start()], gloss[m.start() + 2 :]) if m else (gloss, "")
   examples = [e.strip() for e in _QUOTED.findall(rest) if e.strip()]
   definition = definition.strip().rstrip(";").strip()
-  return {"id": f"{pos}:{offset}", "pos": pos, "type": ss_type, "lexfile": lexfile, "lemmas": lemmas,
-          "gloss": definition, "examples": examples, "text": "\n".join([definition, *examples])}
+  return {
+    "id": f"{pos}:{offset}",
+    "pos": pos,
+    "type": ss_type,
+    "lexfile": lexfile,
+    "lemmas": lemmas,
+    "gloss": definition,
+    "examples": examples,
+    "text": "\n".join([definition, *examples]),
+  }
 
 
 def build(raw: Path) -> list[dict]:

@@ -80,8 +80,13 @@ def num_examples(arrays: dict[str, np.ndarray]) -> int:
 def length_stats(lengths: np.ndarray) -> dict[str, float]:
   """Length distribution for dataset cards."""
   lengths = np.asarray(lengths)
-  return {"min": int(lengths.min()), "p50": float(np.percentile(lengths, 50)),
-          "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max()), "mean": float(lengths.mean())}
+  return {
+    "min": int(lengths.min()),
+    "p50": float(np.percentile(lengths, 50)),
+    "p90": float(np.percentile(lengths, 90)),
+    "max": int(lengths.max()),
+    "mean": float(lengths.mean()),
+  }
 
 
 def majority(targets: np.ndarray) -> float:

@@ -75,8 +75,9 @@ class Config:
       pairs = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in pairs))
       hash(pairs)
     except (TypeError, ValueError):
-      raise ValueError(f"self_task_cfg={self.self_task_cfg!r}; expected (key, value) pairs or a mapping "
-                       f"with hashable values") from None
+      raise ValueError(
+        f"self_task_cfg={self.self_task_cfg!r}; expected (key, value) pairs or a mapping with hashable values"
+      ) from None
     object.__setattr__(self, "self_task_cfg", pairs)
     ints = {"vocab_size": 16, "seq_len": 2, "max_documents": 0, "seed": 0}
     for name, low in ints.items():
@@ -85,12 +86,13 @@ class Config:
         raise ValueError(f"{name}={value!r}; expected an integer >= {low}")
     if self.self_task:
       if self.self_task not in tasks.NAMES or self.self_task == "mlm":
-        raise ValueError(f"self_task={self.self_task!r}; expected one of "
-                         f"{', '.join(n for n in tasks.NAMES if n != 'mlm')} (or '' for corpora)")
+        raise ValueError(
+          f"self_task={self.self_task!r}; expected one of "
+          f"{', '.join(n for n in tasks.NAMES if n != 'mlm')} (or '' for corpora)"
+        )
     elif self.self_task_cfg:
       raise ValueError(f"self_task_cfg={self.self_task_cfg!r}; expected () when self_task is ''")
-    elif (not isinstance(self.corpora, tuple) or not self.corpora
-          or any(c not in corpora.names() for c in self.corpora)):
+    elif not isinstance(self.corpora, tuple) or not self.corpora or any(c not in corpora.names() for c in self.corpora):
       raise ValueError(f"corpora={self.corpora!r}; expected a non-empty tuple of {', '.join(corpora.names())}")
     if self.model_type not in tokenizer.MODEL_TYPES:
       raise ValueError(f"model_type={self.model_type!r}; expected one of {', '.join(tokenizer.MODEL_TYPES)}")
@@ -99,8 +101,9 @@ class Config:
       raise ValueError(f"mask_rate={rate!r}; expected a number in (0, {MAX_MASK_RATE}] (BERT uses 0.15)")
 
 
-def mask_tokens(tokens: np.ndarray, eligible: np.ndarray, rate: float, vocab_size: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mask_tokens(
+  tokens: np.ndarray, eligible: np.ndarray, rate: float, vocab_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """BERT's 80/10/10 masking of any-shaped int tokens -> (inputs int32, targets int32, weights float32).
 
   Positions where ``eligible`` is False are never selected; random replacements are drawn from
@@ -133,7 +136,7 @@ def _hash(text: str, person: bytes) -> int:
 
 
 def split_of(doc_id: str) -> str:
-  """"train", "val" or "test" for a document id (80/10/10 by hash; independent of seed and config)."""
+  """ "train", "val" or "test" for a document id (80/10/10 by hash; independent of seed and config)."""
   bucket = _hash(doc_id, b"mlm-split-v1") % _SPLIT_UPPER[-1]
   return next(s for s, upper in zip(SPLITS, _SPLIT_UPPER, strict=True) if bucket < upper)
 
@@ -157,13 +160,19 @@ def corpus_documents(cfg: Config) -> tuple[dict[str, list[np.ndarray]], dict[str
   by_split = {s: [i for i in keep if split_of(ids[i]) == s] for s in SPLITS}
   options = tokenizer.SentencePieceOptions(vocab_size=cfg.vocab_size, model_type=cfg.model_type)
   tok = tokenizer.cached_sentencepiece(
-    f"mlm-{'+'.join(cfg.corpora)}", lambda: [line for i in by_split["train"] for line in texts[i].splitlines()],
-    options, corpora.data_dir() / "tokenizers")
-  seqs = {s: [np.asarray(t, np.int32) for t in tok.encode_batch([texts[i] for i in idx])]
-          for s, idx in by_split.items()}
+    f"mlm-{'+'.join(cfg.corpora)}",
+    lambda: [line for i in by_split["train"] for line in texts[i].splitlines()],
+    options,
+    corpora.data_dir() / "tokenizers",
+  )
+  seqs = {
+    s: [np.asarray(t, np.int32) for t in tok.encode_batch([texts[i] for i in idx])] for s, idx in by_split.items()
+  }
   sources = [(corpora.manifest(n) or {}).get("source", "?") for n in cfg.corpora]
-  card = {"source": dict(zip(cfg.corpora, sources, strict=True)),
-          "tokenizer": {"model_type": cfg.model_type, "vocab_size": tok.vocab_size, "trained_on": "train documents"}}
+  card = {
+    "source": dict(zip(cfg.corpora, sources, strict=True)),
+    "tokenizer": {"model_type": cfg.model_type, "vocab_size": tok.vocab_size, "trained_on": "train documents"},
+  }
   card["_tokenizer"] = tok  # popped by _build into Task.tokenizer
   return seqs, {s: len(idx) for s, idx in by_split.items()}, tok.vocab_size, card
 
@@ -179,16 +188,23 @@ def task_sequences(cfg: Config) -> tuple[dict[str, list[np.ndarray]], dict[str, 
     if lengths_key in train:
       seqs += [row[:n] for row, n in zip(train[key], train[lengths_key], strict=True)]
     else:
-      seqs += [row[seg == s] for row, seg in zip(train[key], train["segment_ids"], strict=True)
-               for s in np.unique(seg[seg > 0])]
+      seqs += [
+        row[seg == s]
+        for row, seg in zip(train[key], train["segment_ids"], strict=True)
+        for s in np.unique(seg[seg > 0])
+      ]
   cls = getattr(tasks.module(cfg.self_task), "CLS_ID", tokenizer.CLS)
   strip = all(len(s) and s[0] == cls for s in seqs)
   offset = 0 if cls == tokenizer.CLS else FIRST_TOKEN - 1
-  seqs = [np.where(s > 0, s + offset, 0).astype(np.int32)[int(strip):] for s in seqs]
+  seqs = [np.where(s > 0, s + offset, 0).astype(np.int32)[int(strip) :] for s in seqs]
   ids = [hashlib.blake2b(s.tobytes(), digest_size=16).hexdigest() for s in seqs]
   by_split = {s: [seq for seq, i in zip(seqs, ids, strict=True) if split_of(i) == s] for s in SPLITS}
-  card = {"source": f"train split of task {cfg.self_task!r} {dict(cfg.self_task_cfg)}", "cls_stripped": strip,
-          "id_offset": offset, "_tokenizer": task.tokenizer if offset == 0 else None}  # ids unchanged: same tokenizer
+  card = {
+    "source": f"train split of task {cfg.self_task!r} {dict(cfg.self_task_cfg)}",
+    "cls_stripped": strip,
+    "id_offset": offset,
+    "_tokenizer": task.tokenizer if offset == 0 else None,
+  }  # ids unchanged: same tokenizer
   return by_split, {s: len(v) for s, v in by_split.items()}, task.vocab_size + offset, card
 
 
@@ -203,8 +219,9 @@ def _build(cfg: Config, data_dir: str) -> Task:  # data_dir: part of the cache k
   tok = card.pop("_tokenizer", None)
   empty = [s for s in SPLITS if not documents[s]]
   if empty:
-    raise ValueError(f"mlm: split(s) {empty} got no documents ({documents}); raise max_documents="
-                     f"{cfg.max_documents} or use more text")
+    raise ValueError(
+      f"mlm: split(s) {empty} got no documents ({documents}); raise max_documents={cfg.max_documents} or use more text"
+    )
   splits, packed = {}, {}
   for index, split in enumerate(SPLITS):
     p = packed[split] = packing.pack(seqs[split], cfg.seq_len)
@@ -225,13 +242,16 @@ def _build(cfg: Config, data_dir: str) -> Task:  # data_dir: part of the cache k
   masked = test["weights"] > 0
   baseline = float(np.mean(test["targets"][masked] == top)) if masked.any() else 0.0
   card.update(
-    documents=documents, rows={s: packed[s].num_rows for s in SPLITS},
+    documents=documents,
+    rows={s: packed[s].num_rows for s in SPLITS},
     tokens={s: int((splits[s]["segment_ids"] > 0).sum()) for s in SPLITS},
     padding_before={s: round(packed[s].padding_before, 4) for s in SPLITS},
     padding_after={s: round(packed[s].padding_after, 4) for s in SPLITS},
     document_tokens=length_stats([len(x) for x in seqs["train"]]),
     masked_positions={s: int(splits[s]["weights"].sum()) for s in ("val", "test")},
-    mask_rate=cfg.mask_rate, seq_len=cfg.seq_len,
-    baseline=f"predict the most frequent train token (id {top}) at every masked test position")
+    mask_rate=cfg.mask_rate,
+    seq_len=cfg.seq_len,
+    baseline=f"predict the most frequent train token (id {top}) at every masked test position",
+  )
   train_map = functools.partial(mask_row, rate=cfg.mask_rate, vocab_size=vocab_size)
   return Task("mlm", "tokens", splits, vocab_size, cfg.seq_len, vocab_size, baseline, card, train_map, tok)

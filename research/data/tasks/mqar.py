@@ -75,18 +75,28 @@ class Config:
       if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ValueError(f"mqar Config.{name}={value!r}; expected an integer")
       object.__setattr__(self, name, int(value))
-    for name, low in (("num_kv", 1), ("num_queries", 0), ("num_train", 1), ("num_val", 0), ("num_test", 0),
-                      ("seed", 0)):
+    for name, low in (
+      ("num_kv", 1),
+      ("num_queries", 0),
+      ("num_train", 1),
+      ("num_val", 0),
+      ("num_test", 0),
+      ("seed", 0),
+    ):
       if getattr(self, name) < low:
         raise ValueError(f"mqar Config.{name}={getattr(self, name)}; expected an integer >= {low}")
     if self.vocab_size < FIRST_ID + 2 * self.num_kv + 1:
-      raise ValueError(f"mqar Config.vocab_size={self.vocab_size}; expected >= {FIRST_ID + 2 * self.num_kv + 1} "
-                       f"(ids 0-4 reserved, then num_kv={self.num_kv} distinct keys and values)")
+      raise ValueError(
+        f"mqar Config.vocab_size={self.vocab_size}; expected >= {FIRST_ID + 2 * self.num_kv + 1} "
+        f"(ids 0-4 reserved, then num_kv={self.num_kv} distinct keys and values)"
+      )
     if self.num_queries > self.num_kv:
       raise ValueError(f"mqar Config.num_queries={self.num_queries}; expected <= num_kv={self.num_kv}")
     if self.seq_len < 2 * self.num_kv + 2 * self.queries:
-      raise ValueError(f"mqar Config.seq_len={self.seq_len}; expected >= 2 * num_kv + 2 * (num_queries or num_kv)"
-                       f" = {2 * self.num_kv + 2 * self.queries}")
+      raise ValueError(
+        f"mqar Config.seq_len={self.seq_len}; expected >= 2 * num_kv + 2 * (num_queries or num_kv)"
+        f" = {2 * self.num_kv + 2 * self.queries}"
+      )
     if self.placement not in PLACEMENTS:
       raise ValueError(f"mqar Config.placement={self.placement!r}; expected one of {', '.join(PLACEMENTS)}")
     if isinstance(self.power_a, bool) or not isinstance(self.power_a, int | float) or not 0 < self.power_a < 1e3:
@@ -119,8 +129,8 @@ def _chunk(rng: np.random.Generator, cfg: Config) -> tuple[np.ndarray, np.ndarra
   keys = FIRST_ID + _without_replacement(rng, np.zeros(num_keys), rows, n)
   values = FIRST_ID + num_keys + _without_replacement(rng, np.zeros(num_values), rows, n)
   tokens = rng.integers(FIRST_ID, cfg.vocab_size, size=(rows, cfg.seq_len)).astype(np.int32)
-  tokens[:, 0:2 * n:2] = keys
-  tokens[:, 1:2 * n:2] = values
+  tokens[:, 0 : 2 * n : 2] = keys
+  tokens[:, 1 : 2 * n : 2] = values
   space = (cfg.seq_len - 2 * n) // 2
   gaps = np.arange(1, space + 1, dtype=np.float64)
   logits = (cfg.power_a - 1) * np.log(gaps) if cfg.placement == "power" else np.zeros(space)
@@ -165,8 +175,10 @@ def _generate(cfg: Config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
       break
   else:
     raise ValueError(f"mqar: too few distinct sequences after {max_chunks * _CHUNK} candidates for {cfg}")
-  return {name: (np.concatenate([t for t, _ in p]), np.concatenate([y for _, y in p]))
-          for name, p in zip(SPLITS, parts, strict=True)}
+  return {
+    name: (np.concatenate([t for t, _ in p]), np.concatenate([y for _, y in p]))
+    for name, p in zip(SPLITS, parts, strict=True)
+  }
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,8 +187,12 @@ def build(cfg: Config) -> Task:
   start = time.perf_counter()
   splits = {}
   for name, (tokens, targets) in _generate(cfg).items():
-    arrays = {"tokens": tokens, "lengths": np.full(len(tokens), cfg.seq_len, np.int32), "targets": targets,
-              "weights": (targets > 0).astype(np.float32)}
+    arrays = {
+      "tokens": tokens,
+      "lengths": np.full(len(tokens), cfg.seq_len, np.int32),
+      "targets": targets,
+      "weights": (targets > 0).astype(np.float32),
+    }
     for a in arrays.values():
       a.setflags(write=False)
     splits[name] = arrays
@@ -187,19 +203,27 @@ def build(cfg: Config) -> Task:
   baseline = float(np.mean(test_answers == most_frequent)) if test_answers.size else 0.0
   # distance from each query to its key in the kv section, over train
   query_rows, query_cols = np.nonzero(train["weights"])
-  key_cols = np.argmax(train["tokens"][query_rows, :2 * cfg.num_kv:2] ==
-                       train["tokens"][query_rows, query_cols][:, None], axis=1) * 2
+  key_cols = (
+    np.argmax(
+      train["tokens"][query_rows, : 2 * cfg.num_kv : 2] == train["tokens"][query_rows, query_cols][:, None], axis=1
+    )
+    * 2
+  )
   num_keys = cfg.num_keys
   card = {
-      "source": "seeded generator after Zoology's multiquery_ar (Arora et al. 2023, arXiv:2312.04927)",
-      "vocabulary": {"keys": [FIRST_ID, FIRST_ID + num_keys - 1], "values": [FIRST_ID + num_keys, cfg.vocab_size - 1],
-                     "fillers": [FIRST_ID, cfg.vocab_size - 1]},
-      "sizes": {name: int(len(s["tokens"])) for name, s in splits.items()},
-      "num_kv": cfg.num_kv, "queries_per_sequence": cfg.queries,
-      "placement": cfg.placement if cfg.placement == "uniform" else f"power (a={cfg.power_a})",
-      "lengths": length_stats(train["lengths"]),
-      "query_to_key_distance_train": length_stats(query_cols - key_cols),
-      "baseline": f"test accuracy of always answering the most frequent train value ({most_frequent})",
-      "build_seconds": round(time.perf_counter() - start, 3),
+    "source": "seeded generator after Zoology's multiquery_ar (Arora et al. 2023, arXiv:2312.04927)",
+    "vocabulary": {
+      "keys": [FIRST_ID, FIRST_ID + num_keys - 1],
+      "values": [FIRST_ID + num_keys, cfg.vocab_size - 1],
+      "fillers": [FIRST_ID, cfg.vocab_size - 1],
+    },
+    "sizes": {name: int(len(s["tokens"])) for name, s in splits.items()},
+    "num_kv": cfg.num_kv,
+    "queries_per_sequence": cfg.queries,
+    "placement": cfg.placement if cfg.placement == "uniform" else f"power (a={cfg.power_a})",
+    "lengths": length_stats(train["lengths"]),
+    "query_to_key_distance_train": length_stats(query_cols - key_cols),
+    "baseline": f"test accuracy of always answering the most frequent train value ({most_frequent})",
+    "build_seconds": round(time.perf_counter() - start, 3),
   }
   return Task("mqar", "tokens", splits, cfg.vocab_size, cfg.seq_len, cfg.vocab_size, baseline, card)

@@ -93,8 +93,10 @@ class Config:
     if self.difficulty not in DIFFICULTIES:
       raise ValueError(f"pathfinder Config.difficulty={self.difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
     if not MIN_SIZE[self.difficulty] <= self.size <= 256:
-      raise ValueError(f"pathfinder Config.size={self.size}; expected an integer in [{MIN_SIZE[self.difficulty]}, "
-                       f"256] for difficulty={self.difficulty!r}")
+      raise ValueError(
+        f"pathfinder Config.size={self.size}; expected an integer in [{MIN_SIZE[self.difficulty]}, "
+        f"256] for difficulty={self.difficulty!r}"
+      )
     for name, low in (("num_train", 2), ("num_val", 0), ("num_test", 0), ("seed", 0)):
       if getattr(self, name) < low:
         raise ValueError(f"pathfinder Config.{name}={getattr(self, name)}; expected an integer >= {low}")
@@ -213,7 +215,7 @@ def _markers(paths: list[list[int]], label: int, width: int) -> list[int]:
 
   target = distance(first[0], first[-1])
   ends = [(i, p) for i, path in enumerate(paths) for p in (path[0], path[-1])]
-  pairs = [(abs(distance(p, q) - target), p, q) for k, (i, p) in enumerate(ends) for j, q in ends[k + 1:] if i != j]
+  pairs = [(abs(distance(p, q) - target), p, q) for k, (i, p) in enumerate(ends) for j, q in ends[k + 1 :] if i != j]
   _, p, q = min(pairs)
   return [p, q]
 
@@ -243,8 +245,10 @@ def _image(uniform: _Uniforms, size: int, strokes: int, distractors: int, label:
       levels.reshape(-1)[path] = PATH
     levels.reshape(-1)[_markers(paths, label, width)] = MARKER
     return levels[1:-1, 1:-1].copy()
-  raise ValueError(f"pathfinder: cannot place {2 + distractors} paths of {strokes} strokes of {stroke_px(size)} "
-                   f"pixels on a {size}x{size} grid without touching ({_IMAGE_TRIES} tries); use a larger size")
+  raise ValueError(
+    f"pathfinder: cannot place {2 + distractors} paths of {strokes} strokes of {stroke_px(size)} "
+    f"pixels on a {size}x{size} grid without touching ({_IMAGE_TRIES} tries); use a larger size"
+  )
 
 
 # ------------------------------------------------------------------------------------------- verification
@@ -267,7 +271,7 @@ def flood_fill_labels(levels: np.ndarray) -> np.ndarray:
   while True:
     grown = reach.copy()
     for dy, dx in _NEIGHBOURS:
-      grown[:, 1:-1, 1:-1] |= reach[:, 1 + dy:s + 1 + dy, 1 + dx:s + 1 + dx]
+      grown[:, 1:-1, 1:-1] |= reach[:, 1 + dy : s + 1 + dy, 1 + dx : s + 1 + dx]
     grown &= ink
     if (grown == reach).all():
       break
@@ -297,8 +301,9 @@ def _generate(cfg: Config) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], in
   while sum(map(sum, quota)):
     if drawn >= max_candidates:
       raise ValueError(f"pathfinder: too few distinct images after {drawn} candidates for {cfg}")
-    batch = [(_image(uniform, cfg.size, strokes, distractors, (drawn + i + 1) % 2), (drawn + i + 1) % 2)
-             for i in range(64)]
+    batch = [
+      (_image(uniform, cfg.size, strokes, distractors, (drawn + i + 1) % 2), (drawn + i + 1) % 2) for i in range(64)
+    ]
     drawn += len(batch)
     verified = flood_fill_labels(np.stack([im for im, _ in batch]))
     for (image, label), check in zip(batch, verified, strict=True):
@@ -313,8 +318,10 @@ def _generate(cfg: Config) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], in
       quota[index][label] -= 1
       images[index].append(image)
       labels[index].append(label)
-  out = {name: (np.stack(ims) if ims else np.zeros((0, cfg.size, cfg.size), np.uint8), np.asarray(lab, np.int32))
-         for name, ims, lab in zip(SPLITS, images, labels, strict=True)}
+  out = {
+    name: (np.stack(ims) if ims else np.zeros((0, cfg.size, cfg.size), np.uint8), np.asarray(lab, np.int32))
+    for name, ims, lab in zip(SPLITS, images, labels, strict=True)
+  }
   return out, drawn, rejected
 
 
@@ -349,20 +356,23 @@ def build(cfg: Config) -> Task:
   distance = _endpoint_distance(train_levels)
   ink = (train_levels > 0).reshape(len(train_levels), -1).sum(1)
   card = {
-      "source": "seeded procedural generator (Linsley et al. 2018 Pathfinder; LRA, Tay et al. 2021)",
-      "image": f"{cfg.size}x{cfg.size}, levels background/path/marker -> tokens 5/6/7, row-major after [CLS]",
-      "difficulty": {"name": cfg.difficulty, "strokes_per_path": strokes, "stroke_px": stroke_px(cfg.size),
-                     "distractor_paths": distractors},
-      "sizes": {name: int(len(s["targets"])) for name, s in splits.items()},
-      "classes": {"0": "markers on different paths", "1": "markers on one path"},  # balance: fraction of 1
-      "balance": {name: float(np.mean(s["targets"])) if len(s["targets"]) else 0.0
-                        for name, s in splits.items()},
-      "lengths": length_stats(splits["train"]["lengths"]),
-      "ink_pixels_train": length_stats(ink),
-      "marker_distance_train": {str(k): float(distance[train_labels == k].mean()) for k in (0, 1)},
-      "candidates_drawn": drawn,
-      "rejected_by_flood_fill": rejected,
-      "baseline": "majority class accuracy on test",
-      "build_seconds": round(time.perf_counter() - start, 3),
+    "source": "seeded procedural generator (Linsley et al. 2018 Pathfinder; LRA, Tay et al. 2021)",
+    "image": f"{cfg.size}x{cfg.size}, levels background/path/marker -> tokens 5/6/7, row-major after [CLS]",
+    "difficulty": {
+      "name": cfg.difficulty,
+      "strokes_per_path": strokes,
+      "stroke_px": stroke_px(cfg.size),
+      "distractor_paths": distractors,
+    },
+    "sizes": {name: int(len(s["targets"])) for name, s in splits.items()},
+    "classes": {"0": "markers on different paths", "1": "markers on one path"},  # balance: fraction of 1
+    "balance": {name: float(np.mean(s["targets"])) if len(s["targets"]) else 0.0 for name, s in splits.items()},
+    "lengths": length_stats(splits["train"]["lengths"]),
+    "ink_pixels_train": length_stats(ink),
+    "marker_distance_train": {str(k): float(distance[train_labels == k].mean()) for k in (0, 1)},
+    "candidates_drawn": drawn,
+    "rejected_by_flood_fill": rejected,
+    "baseline": "majority class accuracy on test",
+    "build_seconds": round(time.perf_counter() - start, 3),
   }
   return Task("pathfinder", "classify", splits, VOCAB_SIZE, seq_len, 2, baseline, card)

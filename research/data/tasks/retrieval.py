@@ -86,8 +86,9 @@ def strip_links(text: str) -> str:
 
 
 def _hash(seed: int, key: str) -> int:
-  return int.from_bytes(hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8, person=b"retrieval-v1").digest(),
-                        "little")
+  return int.from_bytes(
+    hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8, person=b"retrieval-v1").digest(), "little"
+  )
 
 
 def components(pairs: list[tuple[str, str]]) -> list[list[str]]:
@@ -113,8 +114,10 @@ def assign(pairs: list[tuple[str, str]], cfg: Config) -> dict[str, str]:
   if cfg.split_unit == "document":
     docs = sorted({d for p in pairs for d in p})
     u = {d: _hash(cfg.seed, d) / 2**64 for d in docs}
-    return {d: "test" if u[d] < cfg.test_fraction else "val" if u[d] < cfg.test_fraction + cfg.val_fraction
-            else "train" for d in docs}
+    return {
+      d: "test" if u[d] < cfg.test_fraction else "val" if u[d] < cfg.test_fraction + cfg.val_fraction else "train"
+      for d in docs
+    }
   size: dict[str, int] = {}
   comps = components(pairs)
   first = {d: comp[0] for comp in comps for d in comp}
@@ -130,8 +133,9 @@ def assign(pairs: list[tuple[str, str]], cfg: Config) -> dict[str, str]:
   return out
 
 
-def _negatives(positives: list[tuple[str, str]], linked: frozenset[tuple[str, str]], rng: np.random.Generator
-               ) -> list[tuple[str, str]]:
+def _negatives(
+  positives: list[tuple[str, str]], linked: frozenset[tuple[str, str]], rng: np.random.Generator
+) -> list[tuple[str, str]]:
   ends = [d for p in positives for d in p]
   taken: set[tuple[str, str]] = set()
   out = []
@@ -156,8 +160,9 @@ def graph(include_ref: bool) -> tuple[tuple[tuple[str, str], ...], frozenset[tup
   ids = frozenset(d["id"] for d in docs)
   owner = labels(docs)
   linked = frozenset((min(d["id"], t), max(d["id"], t)) for d in docs for t in links(d, ids, owner))
-  pairs = tuple(sorted({(min(d["id"], t), max(d["id"], t)) for d in docs
-                        for t in links(d, ids, owner if include_ref else None)}))
+  pairs = tuple(
+    sorted({(min(d["id"], t), max(d["id"], t)) for d in docs for t in links(d, ids, owner if include_ref else None)})
+  )
   ends = {x for p in pairs for x in p}
   return pairs, linked, {d["id"]: strip_links(d["text"]) for d in docs if d["id"] in ends}
 
@@ -175,10 +180,14 @@ def examples(cfg: Config) -> tuple[dict[str, list[tuple[str, str, int]]], dict[s
     rows = [(b, a, t) if rng.integers(2) else (a, b, t) for a, b, t in rows]
     out[split] = [rows[i] for i in rng.permutation(len(rows))]
   comps = components(list(pairs))
-  facts = {"pairs": len(pairs), "pairs_lost_across_splits": len(pairs) - sum(
-               t for rows in out.values() for *_, t in rows), "linked_documents": len(split_of),
-           "components": len(comps), "largest_component_documents": max(map(len, comps)),
-           "documents": {s: len({d for a, b, _ in out[s] for d in (a, b)}) for s in SPLITS}}
+  facts = {
+    "pairs": len(pairs),
+    "pairs_lost_across_splits": len(pairs) - sum(t for rows in out.values() for *_, t in rows),
+    "linked_documents": len(split_of),
+    "components": len(comps),
+    "largest_component_documents": max(map(len, comps)),
+    "documents": {s: len({d for a, b, _ in out[s] for d in (a, b)}) for s in SPLITS},
+  }
   return out, texts, facts
 
 
@@ -193,8 +202,13 @@ def build(cfg: Config) -> Task:
   for split in SPLITS:
     tokens, lengths = to_tokens([data[a] for a, _, _ in rows[split]], cfg.max_bytes)
     tokens_b, lengths_b = to_tokens([data[b] for _, b, _ in rows[split]], cfg.max_bytes)
-    arrays = {"tokens": tokens, "lengths": lengths, "tokens_b": tokens_b, "lengths_b": lengths_b,
-              "targets": np.asarray([t for *_, t in rows[split]], np.int32)}
+    arrays = {
+      "tokens": tokens,
+      "lengths": lengths,
+      "tokens_b": tokens_b,
+      "lengths_b": lengths_b,
+      "targets": np.asarray([t for *_, t in rows[split]], np.int32),
+    }
     for a in arrays.values():
       a.setflags(write=False)
     splits[split] = arrays
@@ -202,18 +216,27 @@ def build(cfg: Config) -> Task:
   baseline = float(max(np.mean(test), 1 - np.mean(test))) if len(test) else 0.5
   raw = np.asarray([len(texts[d].encode("utf-8")) for d in sorted(used)] or [0])
   card = {
-      "source": f"corpus {CORPUS} (Debian linux-doc-6.1, usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz)",
-      "links": ":doc: roles and Documentation/...rst mentions" + (" and :ref: roles" if cfg.include_ref else ""),
-      "input": f"[CLS] + first {cfg.max_bytes} UTF-8 bytes of each document after link removal, 0-padded",
-      "split_unit": cfg.split_unit,
-      **facts,
-      "sizes": {s: len(rows[s]) for s in SPLITS},
-      "positives": {s: int(splits[s]["targets"].sum()) for s in SPLITS},
-      "classes": {"0": "not linked", "1": "linked"},
-      "document_bytes_before_cut": length_stats(raw),
-      "lengths": length_stats(np.concatenate([splits["train"]["lengths"], splits["train"]["lengths_b"]])),
-      "baseline": "majority class accuracy on test (balanced: 0.5)",
-      "build_seconds": round(time.perf_counter() - start, 3),
+    "source": f"corpus {CORPUS} (Debian linux-doc-6.1, usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz)",
+    "links": ":doc: roles and Documentation/...rst mentions" + (" and :ref: roles" if cfg.include_ref else ""),
+    "input": f"[CLS] + first {cfg.max_bytes} UTF-8 bytes of each document after link removal, 0-padded",
+    "split_unit": cfg.split_unit,
+    **facts,
+    "sizes": {s: len(rows[s]) for s in SPLITS},
+    "positives": {s: int(splits[s]["targets"].sum()) for s in SPLITS},
+    "classes": {"0": "not linked", "1": "linked"},
+    "document_bytes_before_cut": length_stats(raw),
+    "lengths": length_stats(np.concatenate([splits["train"]["lengths"], splits["train"]["lengths_b"]])),
+    "baseline": "majority class accuracy on test (balanced: 0.5)",
+    "build_seconds": round(time.perf_counter() - start, 3),
   }
-  return Task("retrieval", "pair", splits, ByteTokenizer.vocab_size, cfg.max_bytes + 1, 2, baseline, card,
-              tokenizer=ByteTokenizer())
+  return Task(
+    "retrieval",
+    "pair",
+    splits,
+    ByteTokenizer.vocab_size,
+    cfg.max_bytes + 1,
+    2,
+    baseline,
+    card,
+    tokenizer=ByteTokenizer(),
+  )

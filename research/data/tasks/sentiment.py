@@ -57,8 +57,11 @@ class Config:
       raise ValueError(f"sentiment Config.corpus={self.corpus!r}; expected one of {', '.join(CHOICES)}")
     if self.target not in TARGETS:
       raise ValueError(f"sentiment Config.target={self.target!r}; expected one of {', '.join(TARGETS)}")
-    checks = {"vocab_size": (self.vocab_size, 64, "an integer >= 64"),
-              "max_len": (self.max_len, 2, "an integer >= 2"), "seed": (self.seed, 0, "an integer >= 0")}
+    checks = {
+      "vocab_size": (self.vocab_size, 64, "an integer >= 64"),
+      "max_len": (self.max_len, 2, "an integer >= 2"),
+      "seed": (self.seed, 0, "an integer >= 0"),
+    }
     for name, (value, low, expected) in checks.items():
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"sentiment Config.{name}={value!r}; expected {expected}")
@@ -89,8 +92,9 @@ def texts(corpus: str) -> tuple[Text, ...]:
   for text, docs in groups.items():
     ratings = [d["rating"] for d in docs]
     signs = {np.sign(r) for r in ratings}
-    out.append(Text(docs[0]["id"], text.casefold(), docs[0]["text"], float(np.mean(ratings)), len(docs),
-                    len(signs) > 1))
+    out.append(
+      Text(docs[0]["id"], text.casefold(), docs[0]["text"], float(np.mean(ratings)), len(docs), len(signs) > 1)
+    )
   return tuple(out)
 
 
@@ -121,8 +125,9 @@ def train_texts(corpus: str, seed: int) -> list[str]:
 def sentencepiece(corpus: str, vocab_size: int, seed: int) -> tokenizer.SentencePieceTokenizer:
   """The task's tokenizer: trained on the train texts only, cached on disk."""
   options = tokenizer.SentencePieceOptions(vocab_size=vocab_size)
-  return tokenizer.cached_sentencepiece(f"sentiment-{corpus}", lambda: train_texts(corpus, seed), options,
-                                        corpora.data_dir() / "tokenizers")
+  return tokenizer.cached_sentencepiece(
+    f"sentiment-{corpus}", lambda: train_texts(corpus, seed), options, corpora.data_dir() / "tokenizers"
+  )
 
 
 def _arrays(split: tuple[Text, ...], tok, cfg: Config) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -131,8 +136,8 @@ def _arrays(split: tuple[Text, ...], tok, cfg: Config) -> tuple[dict[str, np.nda
   tokens = np.zeros((len(split), cfg.max_len), np.int32)
   tokens[:, 0] = tokenizer.CLS
   for i, x in enumerate(ids):
-    x = x[:cfg.max_len - 1]
-    tokens[i, 1:1 + len(x)] = x
+    x = x[: cfg.max_len - 1]
+    tokens[i, 1 : 1 + len(x)] = x
   ratings = np.array([t.rating for t in split], np.float32)
   targets = (ratings > 0).astype(np.int32) if cfg.target == "binary" else ratings
   arrays = {"tokens": tokens, "lengths": np.minimum(full, cfg.max_len), "targets": targets}
@@ -162,7 +167,7 @@ def build(cfg: Config) -> Task:
     "zero_rated_dropped": sum(t.rating == 0 for t in pool) if cfg.target == "binary" else 0,
     "sizes": {s: len(split_texts[s]) for s in SPLITS},
     "tokenizer": f"sentencepiece unigram, vocab {tok.vocab_size}, "
-                 f"trained on {len(train_texts(cfg.corpus, cfg.seed))} train texts",
+    f"trained on {len(train_texts(cfg.corpus, cfg.seed))} train texts",
     "lengths": {s: length_stats(full[s]) for s in SPLITS},  # before truncation, incl. [CLS]
     "truncated": {s: int((full[s] > cfg.max_len).sum()) for s in SPLITS},
   }
@@ -175,7 +180,8 @@ def build(cfg: Config) -> Task:
     return Task("sentiment", "classify", splits, tok.vocab_size, cfg.max_len, 2, baseline, card, tokenizer=tok)
   mean = float(train_targets.mean())
   baseline = float(np.mean((test_targets.astype(np.float64) - mean) ** 2))
-  card["ratings"] = {s: {"mean": float(splits[s]["targets"].mean()), "std": float(splits[s]["targets"].std())}
-                     for s in SPLITS}
+  card["ratings"] = {
+    s: {"mean": float(splits[s]["targets"].mean()), "std": float(splits[s]["targets"].std())} for s in SPLITS
+  }
   card["baseline"] = f"test MSE of predicting the train mean ({mean:.4f}): {baseline:.4f}"
   return Task("sentiment", "regress", splits, tok.vocab_size, cfg.max_len, 1, baseline, card, tokenizer=tok)

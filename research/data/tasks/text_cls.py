@@ -94,8 +94,9 @@ def strip_names(data: AnyStr, names: tuple[str, ...]) -> AnyStr:
   ``find`` over lowercased text: a case-insensitive regex alternation with look-arounds took seconds here."""
   is_bytes = isinstance(data, bytes)
   variants = [v.encode() if is_bytes else v for v in name_variants(names)]
-  letters, path_chars, slash = (_LETTERS, _PATH_CHARS, "/") if not is_bytes else (
-      _LETTERS.encode(), _PATH_CHARS.encode(), b"/")
+  letters, path_chars, slash = (
+    (_LETTERS, _PATH_CHARS, "/") if not is_bytes else (_LETTERS.encode(), _PATH_CHARS.encode(), b"/")
+  )
   while True:
     low = data.lower() if is_bytes else data.translate(_ASCII_LOWER)  # same length as data
     cuts = []
@@ -103,11 +104,11 @@ def strip_names(data: AnyStr, names: tuple[str, ...]) -> AnyStr:
       i = low.find(v)
       while i >= 0:
         j = i + len(v)
-        if not (i > 0 and low[i - 1:i] in letters) and not (j < len(low) and low[j:j + 1] in letters):
+        if not (i > 0 and low[i - 1 : i] in letters) and not (j < len(low) and low[j : j + 1] in letters):
           run_i, run_j = i, j
-          while run_i > 0 and low[run_i - 1:run_i] in path_chars:
+          while run_i > 0 and low[run_i - 1 : run_i] in path_chars:
             run_i -= 1
-          while run_j < len(low) and low[run_j:run_j + 1] in path_chars:
+          while run_j < len(low) and low[run_j : run_j + 1] in path_chars:
             run_j += 1
           cuts.append((run_i, run_j) if slash in low[run_i:run_j] else (i, j))
         i = low.find(v, j)
@@ -115,7 +116,7 @@ def strip_names(data: AnyStr, names: tuple[str, ...]) -> AnyStr:
       return data
     pieces, end = [], 0
     for i, j in sorted(cuts):
-      pieces.append(data[end:max(i, end)])
+      pieces.append(data[end : max(i, end)])
       end = max(end, j)
     data = data[:0].join([*pieces, data[end:]])
 
@@ -147,8 +148,10 @@ def encoded(min_docs: int, max_bytes: int) -> tuple[tuple[str, ...], tuple[tuple
   docs = corpora.read(CORPUS)
   names = classes(docs, min_docs)
   if len(names) < 2:
-    raise ValueError(f"text_cls Config.min_docs={min_docs} leaves {len(names)} class(es) in {CORPUS}; "
-                     f"expected a value that keeps at least 2 top-level directories")
+    raise ValueError(
+      f"text_cls Config.min_docs={min_docs} leaves {len(names)} class(es) in {CORPUS}; "
+      f"expected a value that keeps at least 2 top-level directories"
+    )
   index = {name: i for i, name in enumerate(names)}
   seen: set[bytes] = set()
   rows, raw_bytes = [], []
@@ -175,8 +178,8 @@ def examples(cfg: Config) -> tuple[tuple[str, ...], dict[str, list[tuple[str, in
     members = sorted((r for r in rows if r[1] == c), key=lambda r: _order(cfg.seed, r[0]))
     n_test, n_val = round(len(members) * cfg.test_fraction), round(len(members) * cfg.val_fraction)
     splits["test"] += members[:n_test]
-    splits["val"] += members[n_test:n_test + n_val]
-    splits["train"] += members[n_test + n_val:]
+    splits["val"] += members[n_test : n_test + n_val]
+    splits["train"] += members[n_test + n_val :]
   return names, {s: sorted(members) for s, members in splits.items()}, facts
 
 
@@ -186,7 +189,7 @@ def to_tokens(rows: list[bytes], max_bytes: int) -> tuple[np.ndarray, np.ndarray
   tokens[:, 0] = CLS
   lengths = np.empty(len(rows), np.int32)
   for i, data in enumerate(rows):
-    tokens[i, 1:1 + len(data)] = np.frombuffer(data, np.uint8).astype(np.int32) + ByteTokenizer.offset
+    tokens[i, 1 : 1 + len(data)] = np.frombuffer(data, np.uint8).astype(np.int32) + ByteTokenizer.offset
     lengths[i] = 1 + len(data)
   return tokens, lengths
 
@@ -206,18 +209,28 @@ def build(cfg: Config) -> Task:
   majority_class = int(np.bincount(splits["train"]["targets"], minlength=len(names)).argmax())
   baseline = float(np.mean(splits["test"]["targets"] == majority_class))
   card = {
-      "source": f"corpus {CORPUS} (Debian linux-doc-6.1, usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz)",
-      "input": f"[CLS] + first {cfg.max_bytes} UTF-8 bytes (ids 5 + byte) after label stripping, 0-padded",
-      "classes": {name: {s: int(np.sum(splits[s]["targets"] == i)) for s in SPLITS} for i, name in enumerate(names)},
-      "sizes": {s: len(rows[s]) for s in SPLITS},
-      "class_balance_train": {name: round(float(np.mean(splits["train"]["targets"] == i)), 4)
-                              for i, name in enumerate(names)},
-      "dropped": {"empty": facts["empty"], "duplicate": facts["duplicate"]},
-      "document_bytes_before_cut": length_stats(np.asarray(facts["raw_bytes"])),
-      "lengths": length_stats(splits["train"]["lengths"]),
-      "truncated_fraction_train": round(float(np.mean(splits["train"]["lengths"] == cfg.max_bytes + 1)), 4),
-      "baseline": f"accuracy on test of the train majority class {names[majority_class]!r}",
-      "build_seconds": round(time.perf_counter() - start, 3),
+    "source": f"corpus {CORPUS} (Debian linux-doc-6.1, usr/share/doc/linux-doc-6.1/Documentation/**/*.rst.gz)",
+    "input": f"[CLS] + first {cfg.max_bytes} UTF-8 bytes (ids 5 + byte) after label stripping, 0-padded",
+    "classes": {name: {s: int(np.sum(splits[s]["targets"] == i)) for s in SPLITS} for i, name in enumerate(names)},
+    "sizes": {s: len(rows[s]) for s in SPLITS},
+    "class_balance_train": {
+      name: round(float(np.mean(splits["train"]["targets"] == i)), 4) for i, name in enumerate(names)
+    },
+    "dropped": {"empty": facts["empty"], "duplicate": facts["duplicate"]},
+    "document_bytes_before_cut": length_stats(np.asarray(facts["raw_bytes"])),
+    "lengths": length_stats(splits["train"]["lengths"]),
+    "truncated_fraction_train": round(float(np.mean(splits["train"]["lengths"] == cfg.max_bytes + 1)), 4),
+    "baseline": f"accuracy on test of the train majority class {names[majority_class]!r}",
+    "build_seconds": round(time.perf_counter() - start, 3),
   }
-  return Task("text_cls", "classify", splits, ByteTokenizer.vocab_size, cfg.max_bytes + 1, len(names), baseline,
-              card, tokenizer=ByteTokenizer())
+  return Task(
+    "text_cls",
+    "classify",
+    splits,
+    ByteTokenizer.vocab_size,
+    cfg.max_bytes + 1,
+    len(names),
+    baseline,
+    card,
+    tokenizer=ByteTokenizer(),
+  )

@@ -65,10 +65,12 @@ class Config:
   seed: int = 0  # split hash and pair sampling
 
   def __post_init__(self):
-    checks = {"vocab_size": (self.vocab_size, 64, "an integer >= 64"),
-              "max_len": (self.max_len, 8, "an integer >= 8"),
-              "max_pairs_per_lemma": (self.max_pairs_per_lemma, 2, "an even integer >= 2"),
-              "seed": (self.seed, 0, "an integer >= 0")}
+    checks = {
+      "vocab_size": (self.vocab_size, 64, "an integer >= 64"),
+      "max_len": (self.max_len, 8, "an integer >= 8"),
+      "max_pairs_per_lemma": (self.max_pairs_per_lemma, 2, "an even integer >= 2"),
+      "seed": (self.seed, 0, "an integer >= 0"),
+    }
     for name, (value, low, expected) in checks.items():
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"wic Config.{name}={value!r}; expected {expected}")
@@ -123,7 +125,8 @@ def contains(lemma: str, pos: str, sentence_words: list[str]) -> bool:
   head_forms = forms(lemma_words[head], pos)
   for i in range(len(sentence_words) - k + 1):
     if sentence_words[i + head] in head_forms and all(
-        sentence_words[i + j] == lemma_words[j] for j in range(k) if j != head):
+      sentence_words[i + j] == lemma_words[j] for j in range(k) if j != head
+    ):
       return True
   return False
 
@@ -167,12 +170,14 @@ def groups() -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
 
 def _lemma_pairs(key: tuple[str, str], items: tuple[tuple[str, str], ...], cfg: Config) -> list[Pair]:
   n = len(items)
-  positives = [(i, j) for i in range(n) for j in range(i + 1, n)
-               if items[i][0] == items[j][0] and items[i][1] != items[j][1]]
+  positives = [
+    (i, j) for i in range(n) for j in range(i + 1, n) if items[i][0] == items[j][0] and items[i][1] != items[j][1]
+  ]
   if not positives:
     return []
-  negatives = [(i, j) for i in range(n) for j in range(i + 1, n)
-               if items[i][0] != items[j][0] and items[i][1] != items[j][1]]
+  negatives = [
+    (i, j) for i in range(n) for j in range(i + 1, n) if items[i][0] != items[j][0] and items[i][1] != items[j][1]
+  ]
   candidates = (negatives, positives)
   k = min(len(negatives), len(positives), cfg.max_pairs_per_lemma // 2)
   if not k:
@@ -206,8 +211,7 @@ def train_sentences(cfg: Config) -> list[str]:
 def sentencepiece(cfg: Config) -> tokenizer.SentencePieceTokenizer:
   """The task's tokenizer: trained on train sentences only, cached on disk."""
   options = tokenizer.SentencePieceOptions(vocab_size=cfg.vocab_size)
-  return tokenizer.cached_sentencepiece("wic", lambda: train_sentences(cfg), options,
-                                        corpora.data_dir() / "tokenizers")
+  return tokenizer.cached_sentencepiece("wic", lambda: train_sentences(cfg), options, corpora.data_dir() / "tokenizers")
 
 
 # ------------------------------------------------------------------------------------------------ rows
@@ -227,7 +231,7 @@ def _arrays(split_pairs: tuple[Pair, ...], tok, max_len: int) -> tuple[dict[str,
   lengths = np.zeros(len(split_pairs), np.int32)
   for i, (x, y) in enumerate(zip(a, b, strict=True)):
     row = encode_pair(x, y, max_len)
-    tokens[i, :len(row)] = row
+    tokens[i, : len(row)] = row
     lengths[i] = len(row)
   arrays = {"tokens": tokens, "lengths": lengths, "targets": np.array([p.label for p in split_pairs], np.int32)}
   for v in arrays.values():
@@ -257,8 +261,10 @@ def build(cfg: Config) -> Task:
     "tokenizer": f"sentencepiece unigram, vocab {tok.vocab_size}, trained on {len(train_sents)} train sentences",
     "lengths": {s: length_stats(full[s]) for s in SPLITS},  # before truncation, incl. [CLS] and [SEP]
     "truncated": truncated,
-    "pairs_with_a_train_sentence": {s: sum(p.sentence_a in train_sents or p.sentence_b in train_sents
-                                       for p in split_pairs[s]) for s in ("val", "test")},
+    "pairs_with_a_train_sentence": {
+      s: sum(p.sentence_a in train_sents or p.sentence_b in train_sents for p in split_pairs[s])
+      for s in ("val", "test")
+    },
     "baseline": "majority class on test (splits are exactly balanced: 0.5)",
   }
   majority_class = int(np.bincount(splits["train"]["targets"], minlength=2).argmax())

@@ -74,9 +74,15 @@ class Config:
         raise ValueError(f"pair={pair!r}: {e}") from None
     if pair[0] == pair[1]:
       raise ValueError(f"pair={pair!r}; expected two different languages")
-    bounds = {"vocab_size": (64, "an integer >= 64"), "max_len": (2, "an integer >= 2 (CLS + one piece)"),
-              "min_chars": (0, "an integer >= 0"), "num_train": (1, "an integer >= 1"),
-              "num_val": (1, "an integer >= 1"), "num_test": (1, "an integer >= 1"), "seed": (0, "an integer >= 0")}
+    bounds = {
+      "vocab_size": (64, "an integer >= 64"),
+      "max_len": (2, "an integer >= 2 (CLS + one piece)"),
+      "min_chars": (0, "an integer >= 0"),
+      "num_train": (1, "an integer >= 1"),
+      "num_val": (1, "an integer >= 1"),
+      "num_test": (1, "an integer >= 1"),
+      "seed": (0, "an integer >= 0"),
+    }
     for name, (low, expected) in bounds.items():
       value = getattr(self, name)
       if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
@@ -86,7 +92,7 @@ class Config:
 
 @functools.lru_cache(maxsize=16384)
 def file_split(file: str) -> str:
-  """"train", "val" or "test" for a page path such as ``text/shared/find_toolbar.html`` (fixed, seed-free)."""
+  """ "train", "val" or "test" for a page path such as ``text/shared/find_toolbar.html`` (fixed, seed-free)."""
   digest = hashlib.blake2b(file.encode("utf-8"), digest_size=8, person=HASH_PERSON).digest()
   bucket = int.from_bytes(digest, "little") % 1000
   return next(s for s, upper in zip(SPLITS, SPLIT_UPPER, strict=True) if bucket < upper)
@@ -96,8 +102,14 @@ def aligned_pairs(pair: tuple[str, str], min_chars: int) -> tuple[list[dict], di
   """Steps 1-4 of the module doc: ``[{"id", "file", "split", "a", "b"}]`` and counts of what was dropped."""
   a_docs, b_docs = libreoffice.paragraphs(pair[0]), libreoffice.paragraphs(pair[1])
   common = sorted(a_docs.keys() & b_docs.keys())
-  counts = {"paragraphs_a": len(a_docs), "paragraphs_b": len(b_docs), "aligned_ids": len(common),
-            "dropped_short": 0, "dropped_identical": 0, "dropped_duplicate": 0}
+  counts = {
+    "paragraphs_a": len(a_docs),
+    "paragraphs_b": len(b_docs),
+    "aligned_ids": len(common),
+    "dropped_short": 0,
+    "dropped_identical": 0,
+    "dropped_duplicate": 0,
+  }
   seen_a, seen_b, pairs = set(), set(), []
   for i in common:
     a, b = a_docs[i]["text"], b_docs[i]["text"]
@@ -124,7 +136,7 @@ def encode(tok, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray,
     ids = [tokenizer.CLS, *ids]
     truncated += len(ids) > max_len
     ids = ids[:max_len]
-    tokens[row, :len(ids)] = ids
+    tokens[row, : len(ids)] = ids
     lengths[row] = len(ids)
   return tokens, lengths, truncated
 
@@ -134,8 +146,9 @@ def sentencepiece(name: str, sentences: list[str], vocab_size: int) -> tokenizer
   return tokenizer.cached_sentencepiece(name, lambda: sentences, options, corpora.data_dir() / "tokenizers")
 
 
-def train_multilingual_tokenizer(langs: tuple[str, ...], vocab_size: int = 8000, *, per_lang: int = 20000,
-                                 min_chars: int = 20) -> tokenizer.SentencePieceTokenizer:
+def train_multilingual_tokenizer(
+  langs: tuple[str, ...], vocab_size: int = 8000, *, per_lang: int = 20000, min_chars: int = 20
+) -> tokenizer.SentencePieceTokenizer:
   """One sentencepiece model over several installed LibreOffice help languages at once.
 
   Text: the paragraphs present in every language of ``langs`` on train pages (:func:`file_split`, so the
@@ -149,8 +162,11 @@ def train_multilingual_tokenizer(langs: tuple[str, ...], vocab_size: int = 8000,
     raise ValueError(f"langs={langs!r}; expected one or more distinct languages")
   if per_lang < 1:
     raise ValueError(f"per_lang={per_lang!r}; expected an integer >= 1")
-  rows = [(i, texts) for i, texts in libreoffice.aligned(langs)
-          if file_split(i.partition("#")[0]) == "train" and min(map(len, texts)) >= min_chars]
+  rows = [
+    (i, texts)
+    for i, texts in libreoffice.aligned(langs)
+    if file_split(i.partition("#")[0]) == "train" and min(map(len, texts)) >= min_chars
+  ]
   rows.sort(key=lambda r: hashlib.blake2b(r[0].encode(), digest_size=8, person=HASH_PERSON).digest())
   sentences = list(dict.fromkeys(itertools.chain.from_iterable(texts for _, texts in rows[:per_lang])))
   return sentencepiece(f"multilingual-{'-'.join(langs)}", sentences, vocab_size)
@@ -167,7 +183,7 @@ def examples(cfg: Config) -> tuple[dict[str, tuple[dict, ...]], dict]:
     pool = [p for p in pairs if p["split"] == split]
     if not pool:
       raise ValueError(f"xling {cfg.pair}: split {split!r} is empty after filtering (min_chars={cfg.min_chars})")
-    chosen[split] = tuple(pool[k] for k in rng.permutation(len(pool))[:wanted[split]])
+    chosen[split] = tuple(pool[k] for k in rng.permutation(len(pool))[: wanted[split]])
     counts[f"available_{split}"] = len(pool)
   return chosen, counts
 
@@ -195,10 +211,13 @@ def build(cfg: Config) -> Task:
   card = {
     "source": [f"deb:libreoffice-help-{lang}" for lang in cfg.pair],
     "paths": "usr/share/libreoffice/help/<dir>/text/**/*.html (par_id/hd_id paragraphs)",
-    "pair": cfg.pair, "classes": "none (kind match: row i of a is the translation of row i of b)", "counts": counts,
+    "pair": cfg.pair,
+    "classes": "none (kind match: row i of a is the translation of row i of b)",
+    "counts": counts,
     "sizes": {split: len(rows) for split, rows in chosen.items()},
     "pages": {split: len({p["file"] for p in rows}) for split, rows in chosen.items()},
-    "lengths_a": length_stats(splits["train"]["lengths"]), "lengths_b": length_stats(splits["train"]["lengths_b"]),
+    "lengths_a": length_stats(splits["train"]["lengths"]),
+    "lengths_b": length_stats(splits["train"]["lengths_b"]),
     "truncated_fraction": round(truncated / (2 * sum(len(r) for r in chosen.values())), 4),
     "tokenizer": {"vocab_size": tok.vocab_size, "requested": cfg.vocab_size, "sentences": 2 * len(chosen["train"])},
     "baseline_note": "0.0: no majority class; chance top-1 retrieval is 1/B for an eval batch of B pairs",
