@@ -140,28 +140,41 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: int, max_seconds: f
   return statistics.median(samples), len(samples)
 
 
-def _programs(name: str, spec: Spec, length: int):
-  """(fwd, fwd_bwd, args) jitted for one variant (or the reference) at one length."""
+def _programs(name: str, spec: Spec, length: int, abstract: bool = False):
+  """(fwd, fwd args, fwd_bwd, fwd_bwd args) jitted for one variant (or the reference) at one length.
+
+  With `abstract`, the args are `jax.ShapeDtypeStruct`s from `jax.eval_shape`: nothing is computed or allocated
+  (a softmax module's `init` runs its forward, which materialises the BxHxLxL scores).
+  """
   dtype = jnp.dtype(spec.dtype)
   shape = (spec.batch, length, spec.heads, spec.head_dim)
-  kq, kk, kv, kinit = jax.random.split(jax.random.PRNGKey(0), 4)
-  q, k, v = (jax.random.normal(key, shape, jnp.float32).astype(dtype) for key in (kq, kk, kv))
-  lengths = jnp.full((spec.batch,), length, jnp.int32)
   if name == REFERENCE:
 
     def apply(variables, q, k, v, lengths):
       del variables, lengths
       return jax.nn.dot_product_attention(q, k, v, is_causal=spec.causal)
 
-    variables = {}
+    def init(key, q, k, v, lengths):
+      del key, q, k, v, lengths
+      return {}
   else:
     module = attention.build(name, attention.length_options(name, length))  # as an encoder for `length` would
 
     def apply(variables, q, k, v, lengths):
       return module.apply(variables, q, k, v, Segments.from_lengths(lengths, length), causal=spec.causal)
 
-    variables = module.init(kinit, q, k, v, Segments.from_lengths(lengths, length), causal=spec.causal)
-    variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, dict(variables))
+    def init(key, q, k, v, lengths):
+      return module.init(key, q, k, v, Segments.from_lengths(lengths, length), causal=spec.causal)
+
+  def inputs():
+    kq, kk, kv, kinit = jax.random.split(jax.random.PRNGKey(0), 4)
+    q, k, v = (jax.random.normal(key, shape, jnp.float32).astype(dtype) for key in (kq, kk, kv))
+    lengths = jnp.full((spec.batch,), length, jnp.int32)
+    variables = dict(init(kinit, q, k, v, lengths))
+    variables = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, variables)
+    return variables, q, k, v, lengths
+
+  variables, q, k, v, lengths = jax.eval_shape(inputs) if abstract else inputs()
 
   def loss(params, q, k, v, rest, lengths):
     return jnp.sum(
@@ -194,8 +207,9 @@ def _compile(fn, args: tuple):
 
 
 def compile_fwd_bwd(name: str, spec: Spec, length: int):
-  """(compiled fwd+bwd executable, its arguments, compile seconds): the memory numbers come from this."""
-  _, _, fwd_bwd, bwd_args = _programs(name, spec, length)
+  """(compiled fwd+bwd executable, its abstract arguments, compile seconds), compiled only: nothing of size
+  `length` is computed or allocated, so any length can be asked for. The memory numbers come from this."""
+  _, _, fwd_bwd, bwd_args = _programs(name, spec, length, abstract=True)
   compiled, compile_s = _compile(fwd_bwd, bwd_args)
   return compiled, bwd_args, compile_s
 
