@@ -159,7 +159,8 @@ class Embedder:
       raise ValueError(f"text {text!r:.60} tokenizes to nothing (no pieces); drop empty or whitespace-only texts")
     return ids, spans
 
-  def _wrap(self, ids: list[int], spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+  def with_specials(self, ids: list[int], spans: list[tuple[int, int]]) -> tuple[list[int], list[tuple[int, int]]]:
+    """`ids`/`spans` with the model's [CLS]/[SEP] added (empty spans for them), as `embed` feeds the encoder."""
     head = [self.tokenizer.cls_id] if self.add_cls else []
     tail = [self.tokenizer.sep_id] if self.add_sep else []
     return head + ids + tail, [(0, 0)] * len(head) + list(spans) + [(0, 0)] * len(tail)
@@ -214,7 +215,7 @@ class Embedder:
         )
       starts = [0] if overflow != "window" else self._windows(len(ids))
       plan.append((starts, len(seqs)))
-      seqs += [self._wrap(ids[s : s + self.capacity], spans[s : s + self.capacity]) for s in starts]
+      seqs += [self.with_specials(ids[s : s + self.capacity], spans[s : s + self.capacity]) for s in starts]
     vectors = self._run([s[0] for s in seqs], layers, batch_size)
 
     out = []
@@ -224,7 +225,7 @@ class Embedder:
         full_ids, full_spans = seqs[first]
         vec = vectors[first]
       else:
-        full_ids, full_spans = self._wrap(ids, spans)
+        full_ids, full_spans = self.with_specials(ids, spans)
         vec = self._assemble(vectors[first : first + len(starts)], starts, len(ids))
       out.append(
         TokenVectors(

@@ -91,7 +91,7 @@ def best_threshold(similarities: np.ndarray, labels: np.ndarray) -> tuple[float,
   return float(threshold), float(correct[k] / n)
 
 
-def _target_vectors(tokens, span: tuple[int, int], where: str) -> np.ndarray:
+def target_vectors(tokens, span: tuple[int, int], where: str) -> np.ndarray:
   """[layers, E]: mean of the vectors of the tokens whose (non-empty) span overlaps `span`."""
   spans = tokens.spans
   hit = (spans[:, 0] < span[1]) & (spans[:, 1] > span[0]) & (spans[:, 1] > spans[:, 0])
@@ -118,7 +118,7 @@ def wic_similarities(
     vecs = []
     for i, p in enumerate(split_pairs):
       text = getattr(p, attr)
-      vecs.append(_target_vectors(by_text[text], target_spans(text, p.lemma, p.pos), f"pair {i} ({p.lemma!r})"))
+      vecs.append(target_vectors(by_text[text], target_spans(text, p.lemma, p.pos), f"pair {i} ({p.lemma!r})"))
     sides.append(np.stack(vecs, axis=1))  # [layers, N, E]
   return _cosine(*sides).astype(np.float64)
 
@@ -183,7 +183,7 @@ def _pair_arrays(embedder, split_pairs: Sequence[wic.Pair]) -> dict[str, np.ndar
   rows = []
   for p in split_pairs:
     for text in (p.sentence_a, p.sentence_b):
-      ids, spans = embedder._wrap(*(x[: embedder.capacity] for x in embedder.tokenize(text)))
+      ids, spans = embedder.with_specials(*(x[: embedder.capacity] for x in embedder.tokenize(text)))
       start, end = target_spans(text, p.lemma, p.pos)
       spans = np.asarray(spans)
       rows.append((ids, (spans[:, 0] < end) & (spans[:, 1] > start) & (spans[:, 1] > spans[:, 0])))

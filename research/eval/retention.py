@@ -481,7 +481,7 @@ def attention_maps(
   from research.linearize import forward
 
   ids, spans = teacher.tokenize(sentence)
-  ids, spans = teacher._wrap(ids[: teacher.capacity], spans[: teacher.capacity])  # the first pieces that fit
+  ids, spans = teacher.with_specials(ids[: teacher.capacity], spans[: teacher.capacity])  # the first pieces that fit
   labels = [sentence[a:b] if b > a else ("[CLS]" if i == 0 else "[SEP]") for i, (a, b) in enumerate(spans)]
   tokens = jnp.asarray([ids], jnp.int32)
   lengths = jnp.asarray([len(ids)], jnp.int32)

@@ -20,7 +20,8 @@ def _segments() -> Segments:
   packed = packed_segments([6, 1, 9, 5], LENGTH)
   single = Segments.from_lengths(jnp.array([17]), LENGTH)
   return Segments(
-    jnp.concatenate([packed.segment_ids, single.segment_ids]), jnp.concatenate([packed.positions, single.positions]),
+    jnp.concatenate([packed.segment_ids, single.segment_ids]),
+    jnp.concatenate([packed.positions, single.positions]),
     max_segments=4,
   )
 

@@ -25,7 +25,7 @@ def test_block_table_covers_global_window_and_random_blocks(causal):
       row, qb = idx[head, m][valid[head, m]].tolist(), ng + m
       assert len(row) == len(set(row))  # nothing counted twice
       window = set(range(max(qb - 1, 0), (qb if causal else min(qb + 1, n - 1)) + 1))
-      assert set(range(ng)) | window == set(row[:len(set(range(ng)) | window)])  # globals, then the window
+      assert set(range(ng)) | window == set(row[: len(set(range(ng)) | window)])  # globals, then the window
       rand = set(row) - set(range(ng)) - window
       eligible = set(range(qb if causal else n)) - set(range(ng)) - window
       assert rand <= eligible and len(rand) == min(r, len(eligible))

@@ -24,7 +24,7 @@ def test_neighbours_and_band_match_brute_force():
   for n in range(4):
     for j, o in enumerate((-1, 0, 1)):
       expect = x[:, n + o] if 0 <= n + o < 4 else 0
-      np.testing.assert_array_equal(got[:, n, 3 * j:3 * j + 3], expect)
+      np.testing.assert_array_equal(got[:, n, 3 * j : 3 * j + 3], expect)
   c, offsets = 4, (-1, 0, 1)
   mask = band(c, offsets, -2, 3)
   for ci in range(c):

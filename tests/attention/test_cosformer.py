@@ -54,8 +54,10 @@ def test_causal_forms_agree_and_match_the_reference():
   q, k, v = qkv(jax.random.key(1), 2, row)
   segments = packed_segments(LENGTHS, row)
   segments = Segments(jnp.tile(segments.segment_ids, (2, 1)), jnp.tile(segments.positions, (2, 1)), 4)
-  mixers = {form: attention.build("cosformer", {"causal_form": form, "chunk_size": 4})
-            for form in ("parallel", "recurrent", "chunked")}
+  mixers = {
+    form: attention.build("cosformer", {"causal_form": form, "chunk_size": 4})
+    for form in ("parallel", "recurrent", "chunked")
+  }
 
   @jax.jit
   def run(q, k, v, segments):  # one compile for every form and the oracle
@@ -70,9 +72,14 @@ def test_causal_forms_agree_and_match_the_reference():
 def test_causal_m_is_fixed_and_bounds_the_row_length():
   q, k, v = qkv(jax.random.key(2), 1, 16)
   mixer = attention.build("cosformer", {"causal_m": 8})
-  shape_of = lambda n, causal, method=None: jax.eval_shape(  # noqa: E731  (trace-time checks: nothing compiles)
-    lambda q, k, v: mixer.apply({}, q, k, v, Segments.from_lengths(jnp.array([n]), n), causal, method=method),
-    q[:, :n], k[:, :n], v[:, :n])
+  shape_of = (
+    lambda n, causal, method=None: jax.eval_shape(  # noqa: E731  (trace-time checks: nothing compiles)
+      lambda q, k, v: mixer.apply({}, q, k, v, Segments.from_lengths(jnp.array([n]), n), causal, method=method),
+      q[:, :n],
+      k[:, :n],
+      v[:, :n],
+    )
+  )
   with pytest.raises(ValueError, match=r"cosformer causal_m=8 is shorter than the row length 16"):
     shape_of(16, True)
   with pytest.raises(ValueError, match=r"causal_m=8 is shorter"):

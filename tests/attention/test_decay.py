@@ -33,7 +33,7 @@ def packed_rows(layouts: list[list[int]], row: int) -> Segments:
   for b, lengths in enumerate(layouts):
     start = 0
     for i, n in enumerate(lengths):
-      ids[b, start:start + n], pos[b, start:start + n] = i + 1, np.arange(n)
+      ids[b, start : start + n], pos[b, start : start + n] = i + 1, np.arange(n)
       start += n
     assert start <= row
   return Segments(jnp.asarray(ids), jnp.asarray(pos), max_segments=max(map(len, layouts)))
@@ -58,7 +58,8 @@ def test_initial_state_streams_a_packed_row_in_two_calls():
   @jax.jit
   def run(q, k, v, g):
     call = lambda q, k, v, g, state: decay_attention(  # noqa: E731
-      q, k, v, g, causal=True, chunk_size=8, sub_chunk_size=4, initial_state=state)
+      q, k, v, g, causal=True, chunk_size=8, sub_chunk_size=4, initial_state=state
+    )
     first, state = call(q[:, :10], k[:, :10], v[:, :10], g[:, :10], None)
     second, final = call(q[:, 10:], k[:, 10:], v[:, 10:], g[:, 10:], state)
     return call(q, k, v, g, None), (jnp.concatenate([first, second], 1), final)
@@ -73,7 +74,7 @@ def test_segment_sums_are_exact_range_sums_and_resets_zero_every_crossing_range(
   s = np.asarray(segsum(x))
   for i in range(7):
     for j in range(i + 1):
-      np.testing.assert_allclose(s[i, j], np.sum(np.asarray(x)[j + 1:i + 1]), rtol=1e-6, atol=1e-7)
+      np.testing.assert_allclose(s[i, j], np.sum(np.asarray(x)[j + 1 : i + 1]), rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(decay_matrix(x), np.tril(np.exp(s)), rtol=1e-6)
   assert np.all(np.asarray(decay_matrix(x, strict=True)).diagonal() == 0.0)
   reset = np.asarray(decay_matrix(x.at[3].set(-jnp.inf)))  # -inf at token 3: every range (j, i] holding it is 0
@@ -90,8 +91,15 @@ def test_resets_give_finite_gradients_equal_to_the_definition():
   def chunked(q, k, v, g):
     q, k, v = (mask_padding(x, segments) for x in (q, k, v))  # as the mixers do
     out, _ = decay_attention(
-      q, k, v, segment_log_decay(g, segments), g_backward_BxLxHxG=segment_log_decay(g, segments, reverse=True),
-      causal=False, chunk_size=8, sub_chunk_size=4)
+      q,
+      k,
+      v,
+      segment_log_decay(g, segments),
+      g_backward_BxLxHxG=segment_log_decay(g, segments, reverse=True),
+      causal=False,
+      chunk_size=8,
+      sub_chunk_size=4,
+    )
     return jnp.sum(out * w)
 
   def definition(q, k, v, g):
@@ -110,8 +118,8 @@ def test_segment_positions_and_resets():
   np.testing.assert_array_equal(length[0], [3, 3, 3, 1, 2, 2, 0, 0])
   g = jnp.full((1, 8, 1, 1), -0.5)
   forward, backward = segment_log_decay(g, segments), segment_log_decay(g, segments, reverse=True)
-  np.testing.assert_array_equal(forward[0, :, 0, 0], [-np.inf, -.5, -.5, -np.inf, -np.inf, -.5, 0, 0])
-  np.testing.assert_array_equal(backward[0, :, 0, 0], [-.5, -.5, -np.inf, -np.inf, -.5, -np.inf, 0, 0])
+  np.testing.assert_array_equal(forward[0, :, 0, 0], [-np.inf, -0.5, -0.5, -np.inf, -np.inf, -0.5, 0, 0])
+  np.testing.assert_array_equal(backward[0, :, 0, 0], [-0.5, -0.5, -np.inf, -np.inf, -0.5, -np.inf, 0, 0])
 
 
 def test_clear_errors():

@@ -19,7 +19,8 @@ from tests.attention.helpers import qkv
 from tests.attention.test_decay import LAYOUTS, ROW, packed_rows
 
 FORMS = [
-  {"causal_form": "parallel"}, {"causal_form": "recurrent"},
+  {"causal_form": "parallel"},
+  {"causal_form": "recurrent"},
   {"causal_form": "chunked", "chunk_size": 8, "sub_chunk_size": 4},
 ]
 
@@ -28,7 +29,8 @@ def _params(seed: int, h: int = 2, d: int = 8, rank: int = 16, bias: float | Non
   """Random GLA variables built in numpy (the init path itself is tested once, in the gates test)."""
   rng = np.random.default_rng(seed)
   gate = {
-    "down": rng.normal(0, (h * d) ** -0.5, (h, d, rank)), "up": rng.normal(0, rank**-0.5, (rank, h, d)),
+    "down": rng.normal(0, (h * d) ** -0.5, (h, d, rank)),
+    "up": rng.normal(0, rank**-0.5, (rank, h, d)),
     "bias": rng.normal(0, 1, (h, d)) if bias is None else np.full((h, d), bias),
   }
   if bias is not None:
@@ -45,8 +47,11 @@ def test_gates_are_in_0_1_and_follow_the_formula():
   segments = Segments.from_lengths(jnp.array([12, 5]), 12)
   boxed = jax.jit(mixer.init, static_argnums=5)(jax.random.key(0), q, k, v, segments, False)
   specs = nn.get_partition_spec(boxed)["params"]
-  assert specs["gate"] == {"down": PartitionSpec("heads", "kv", None), "up": PartitionSpec(None, "heads", "kv"),
-                           "bias": PartitionSpec("heads", "kv")}
+  assert specs["gate"] == {
+    "down": PartitionSpec("heads", "kv", None),
+    "up": PartitionSpec(None, "heads", "kv"),
+    "bias": PartitionSpec("heads", "kv"),
+  }
   assert specs["norm"] == {"scale": PartitionSpec("heads", "kv")}
   variables = nn.meta.unbox(boxed)
   log_alpha = np.asarray(jax.jit(lambda k: mixer.apply(variables, k, method="log_gates"))(k), np.float64)
@@ -146,18 +151,21 @@ def test_bidirectional_weights_mirror_the_gates_in_numpy():
   weights = np.zeros((length, length))
   for i in range(length):
     for j in range(length):
-      between = g_n[j + 1:i + 1] if j <= i else g_n[i:j]
+      between = g_n[j + 1 : i + 1] if j <= i else g_n[i:j]
       weights[i, j] = np.sum(q_n[i] * k_n[j] * np.exp(between.sum(0)))
   np.testing.assert_allclose(got[False][0, :, 0], weights @ v_n, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(got[True][0, :, 0], np.tril(weights) @ v_n, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides,message", [
-  ({"causal_form": "blocked"}, "gla causal_form 'blocked'; choose one of parallel, recurrent, chunked"),
-  ({"chunk_size": 48, "sub_chunk_size": 32}, "gla chunk_size=48 must be a multiple of sub_chunk_size=32"),
-  ({"gate_rank": 0}, "gla gate_rank must be positive, got 0"),
-  ({"gate_temperature": -1.0}, "gla gate_temperature must be > 0, got -1.0"),
-])
+@pytest.mark.parametrize(
+  "overrides,message",
+  [
+    ({"causal_form": "blocked"}, "gla causal_form 'blocked'; choose one of parallel, recurrent, chunked"),
+    ({"chunk_size": 48, "sub_chunk_size": 32}, "gla chunk_size=48 must be a multiple of sub_chunk_size=32"),
+    ({"gate_rank": 0}, "gla gate_rank must be positive, got 0"),
+    ({"gate_temperature": -1.0}, "gla gate_temperature must be > 0, got -1.0"),
+  ],
+)
 def test_bad_config_is_a_clear_error(overrides, message):
   with pytest.raises(ValueError, match=message):
     attention.make_config("gla", overrides)

@@ -46,14 +46,20 @@ def test_shared_feature_map_has_one_set_of_params():
 
 
 def test_distillation_loss_matches_numpy_cross_entropy_and_ignores_padding():
-  t = np.array([  # B=2, H=1, L=3, S=3 softmax rows (zeros where masked)
-    [[[0.7, 0.2, 0.1], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]],
-    [[[0.6, 0.4, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 0.0]]],
-  ], np.float32)
-  p = np.array([
-    [[[0.5, 0.3, 0.2], [0.4, 0.6, 0.0], [0.1, 0.1, 0.8]]],
-    [[[0.3, 0.7, 0.0], [0.2, 0.8, 0.0], [0.9, 0.0, 0.1]]],
-  ], np.float32)
+  t = np.array(
+    [  # B=2, H=1, L=3, S=3 softmax rows (zeros where masked)
+      [[[0.7, 0.2, 0.1], [0.5, 0.5, 0.0], [0.0, 0.0, 1.0]]],
+      [[[0.6, 0.4, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 0.0]]],
+    ],
+    np.float32,
+  )
+  p = np.array(
+    [
+      [[[0.5, 0.3, 0.2], [0.4, 0.6, 0.0], [0.1, 0.1, 0.8]]],
+      [[[0.3, 0.7, 0.0], [0.2, 0.8, 0.0], [0.9, 0.0, 0.1]]],
+    ],
+    np.float32,
+  )
   valid = np.array([[True, True, True], [True, True, False]])
   # by hand: rows (b, h, i) over valid queries; 0·log 0 terms dropped
   rows = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]

@@ -33,8 +33,9 @@ def test_matches_numpy_formula_with_padding_and_per_head_projections():
   assert shapes == {"E": (2, proj_dim, max_len), "F": (2, proj_dim, max_len)}
   rng = np.random.default_rng(0)
   e, f = (rng.normal(size=(2, proj_dim, max_len)).astype(np.float32) for _ in range(2))
-  out = np.asarray(jax.jit(mixer.apply, static_argnums=5)({"params": {"projections": {"E": e, "F": f}}}, q, k, v,
-                                                          segments, False))
+  out = np.asarray(
+    jax.jit(mixer.apply, static_argnums=5)({"params": {"projections": {"E": e, "F": f}}}, q, k, v, segments, False)
+  )
 
   qn, kn, vn = (np.asarray(x, np.float64) for x in (q, k, v))
   for b, n in enumerate([9, 5]):
@@ -54,11 +55,13 @@ def test_identity_projection_reduces_to_softmax_attention():
   mixer, shapes = _param_shapes({"proj_dim": length, "max_len": length, "sharing": "kv"}, q, segments)
   assert shapes == {"E": (length, length)}  # sharing="kv": one matrix, E = F
   variables = {"params": {"projections": {"E": jnp.eye(length)}}}
-  out, weights, want = jax.jit(lambda q, k, v: (
-    mixer.apply(variables, q, k, v, segments, False),
-    mixer.apply(variables, q, k, v, segments, False, method="implied_weights"),
-    softmax_attention(q, k, v, segments, causal=False),
-  ))(q, k, v)
+  out, weights, want = jax.jit(
+    lambda q, k, v: (
+      mixer.apply(variables, q, k, v, segments, False),
+      mixer.apply(variables, q, k, v, segments, False, method="implied_weights"),
+      softmax_attention(q, k, v, segments, causal=False),
+    )
+  )(q, k, v)
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)  # F = I: the implied rows are the softmax rows
 

@@ -63,8 +63,11 @@ def assert_no_square(name, overrides, length=384):
 def test_equals_numpy_band(window, block_size, causal):
   q, k, v = qkv(jax.random.key(0), 2, 23)
   segments = packed_segments([9, 1, 8], 23)  # packing, a length-1 sequence and a padded tail
-  segments = Segments(jnp.concatenate([segments.segment_ids, jnp.asarray([[1] * 20 + [0] * 3])]),
-                      jnp.concatenate([segments.positions, jnp.asarray([list(range(20)) + [0] * 3])]), 3)
+  segments = Segments(
+    jnp.concatenate([segments.segment_ids, jnp.asarray([[1] * 20 + [0] * 3])]),
+    jnp.concatenate([segments.positions, jnp.asarray([list(range(20)) + [0] * 3])]),
+    3,
+  )
   out = init_apply("local", q, k, v, segments, causal, {"window": window, "block_size": block_size})
   i, j = np.arange(23)[:, None], np.arange(23)[None, :]
   band = (i - j >= 0) & (i - j <= window) if causal else np.abs(i - j) <= window

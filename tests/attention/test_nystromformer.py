@@ -34,12 +34,12 @@ def _pinv_np(a, iterations):
 def _padded_pinv(a, iterations):
   """iterative_pinv of A = [[a, 0], [0, 0]] (two empty landmark slots), float64 numpy out."""
   padded = np.zeros((len(a) + 2, len(a) + 2))
-  padded[:len(a), :len(a)] = a
+  padded[: len(a), : len(a)] = a
   z = np.asarray(iterative_pinv(jnp.asarray(padded[None, None], jnp.float32), iterations), np.float64)[0, 0]
-  np.testing.assert_array_equal(z[len(a):], 0.0)  # the iteration keeps the empty slots' rows and columns zero
-  np.testing.assert_array_equal(z[:, len(a):], 0.0)
+  np.testing.assert_array_equal(z[len(a) :], 0.0)  # the iteration keeps the empty slots' rows and columns zero
+  np.testing.assert_array_equal(z[:, len(a) :], 0.0)
   np.testing.assert_allclose(z, _pinv_np(padded, iterations), rtol=1e-4, atol=1e-4 * np.abs(z).max())
-  return z[:len(a), :len(a)]
+  return z[: len(a), : len(a)]
 
 
 def test_iterative_pinv_approximates_numpy_pinv():
@@ -123,7 +123,8 @@ def test_extra_padding_changes_nothing_with_fewer_landmarks_and_empty_rows_are_z
     return jnp.sum(out * jnp.arange(out.size, dtype=out.dtype).reshape(out.shape) / out.size), out
 
   (_, _, dv), short = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(
-    q, k, v, Segments.from_lengths(jnp.array([20, 0]), 20))
+    q, k, v, Segments.from_lengths(jnp.array([20, 0]), 20)
+  )
   pad = [jnp.pad(x, ((0, 0), (0, 12), (0, 0), (0, 0)), constant_values=5.0) for x in (q, k, v)]
   long = jax.jit(lambda *a: loss(*a)[1])(*pad, Segments.from_lengths(jnp.array([20, 0]), 32))
   np.testing.assert_allclose(long[0, :20], short[0], atol=2e-6, rtol=1e-5)

@@ -99,7 +99,7 @@ def test_orthogonal_rows_are_orthogonal_with_chi_norms():
   w = np.asarray(draw_features(jax.random.key(0), 20, 8), np.float64)  # blocks of 8, 8 and 4 rows
   norms = np.linalg.norm(w, axis=-1)
   for start in (0, 8, 16):
-    block = w[start:start + 8] / norms[start:start + 8, None]
+    block = w[start : start + 8] / norms[start : start + 8, None]
     np.testing.assert_allclose(block @ block.T, np.eye(len(block)), atol=1e-5)
   assert len(np.unique(np.round(norms, 4))) == 20  # chi-distributed norms, not a constant
   assert not np.allclose(w[:8] @ w[8:16].T, 0.0, atol=1e-2)  # blocks are independent draws
@@ -166,16 +166,17 @@ def test_large_norms_stay_finite_exact_and_segment_local(causal):
   rows = [jnp.stack([jnp.pad(x[0, s:e], ((0, 11 - (e - s)), (0, 0), (0, 0))) for s, e in spans]) for x in (q, k, v)]
   padded = APPLY(variables, *rows, Segments.from_lengths(jnp.array(LENGTHS), 11), causal)
   for i, (s, e) in enumerate(spans):
-    np.testing.assert_allclose(out[0, s:e], padded[i, :e - s], atol=1e-3, rtol=1e-3)
-    assert np.sqrt(np.mean(np.asarray(padded[i, :e - s]) ** 2)) > 0.1
+    np.testing.assert_allclose(out[0, s:e], padded[i, : e - s], atol=1e-3, rtol=1e-3)
+    assert np.sqrt(np.mean(np.asarray(padded[i, : e - s]) ** 2)) > 0.1
 
 
 def test_relu_kernel_matches_its_reference():
   q, k, v, segments = _packed(5)
   mixer = attention.build("performer", {"kernel": "relu", "num_features": 32, "causal_form": "recurrent"})
   variables = mixer.init(jax.random.key(0), q, k, v, segments, True)
-  out, weights = jax.jit(lambda *a: (mixer.apply(variables, *a, True),
-                                     mixer.apply(variables, *a, True, method="implied_weights")))(q, k, v, segments)
+  out, weights = jax.jit(
+    lambda *a: (mixer.apply(variables, *a, True), mixer.apply(variables, *a, True, method="implied_weights"))
+  )(q, k, v, segments)
   assert relative_rms_error(out, reference_attention(weights, v)) <= 1e-5
   np.testing.assert_array_equal(np.asarray(out)[0, 27:], 0.0)
   phi_q, _, ref = FEATURES(q, k, _w(variables), segments, causal=True, kernel="relu")

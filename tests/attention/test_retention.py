@@ -94,12 +94,15 @@ def test_groupnorm_params_are_logically_partitioned():
   assert specs == {"scale": PartitionSpec("heads", "kv"), "bias": PartitionSpec("heads", "kv")}
 
 
-@pytest.mark.parametrize("overrides,message", [
-  ({"causal_form": "blocked"}, "retention causal_form 'blocked'; choose one of parallel, recurrent, chunked"),
-  ({"chunk_size": 0}, "retention chunk_size must be positive, got 0"),
-  ({"normalize_decay": "yes"}, "retention normalize_decay must be True or False, got 'yes'"),
-  ({"norm_eps": 0.0}, "retention norm_eps must be > 0, got 0.0"),
-])
+@pytest.mark.parametrize(
+  "overrides,message",
+  [
+    ({"causal_form": "blocked"}, "retention causal_form 'blocked'; choose one of parallel, recurrent, chunked"),
+    ({"chunk_size": 0}, "retention chunk_size must be positive, got 0"),
+    ({"normalize_decay": "yes"}, "retention normalize_decay must be True or False, got 'yes'"),
+    ({"norm_eps": 0.0}, "retention norm_eps must be > 0, got 0.0"),
+  ],
+)
 def test_bad_config_is_a_clear_error(overrides, message):
   with pytest.raises(ValueError, match=message):
     attention.make_config("retention", overrides)

@@ -39,22 +39,33 @@ def test_materialized_equals_dot_product_attention_values_and_gradients(case):
 def test_materialized_bfloat16_keeps_dtype_and_fp32_softmax():
   segments = Segments.from_lengths(jnp.array([32, 20]), 32)
   q, k, v = qkv(jax.random.key(2), 2, 32, h=2, d=16)
-  out = softmax_attention(*(x.astype(jnp.bfloat16) for x in (q, k, v)), segments, causal=False,
-                          implementation="materialized")
+  out = softmax_attention(
+    *(x.astype(jnp.bfloat16) for x in (q, k, v)), segments, causal=False, implementation="materialized"
+  )
   assert out.dtype == jnp.bfloat16
   ref = softmax_attention(q, k, v, segments, causal=False, implementation="xla")
   np.testing.assert_allclose(out.astype(jnp.float32), ref, atol=3e-2)
-  grads = jax.grad(lambda q: jnp.sum(softmax_attention(q, k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), segments,
-                                                       causal=False, implementation="materialized")))(
-    q.astype(jnp.bfloat16))
+  grads = jax.grad(
+    lambda q: jnp.sum(
+      softmax_attention(
+        q, k.astype(jnp.bfloat16), v.astype(jnp.bfloat16), segments, causal=False, implementation="materialized"
+      )
+    )
+  )(q.astype(jnp.bfloat16))
   assert grads.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(grads.astype(jnp.float32))))
 
 
 def test_default_is_materialized_on_cpu_and_bad_implementation_is_named():
   segments = Segments.from_lengths(jnp.array([16]), 16)
   q, k, v = qkv(jax.random.key(3), 1, 16)
-  jaxpr = {impl: str(jax.make_jaxpr(lambda q, k, v, impl=impl: softmax_attention(
-    q, k, v, segments, causal=False, implementation=impl))(q, k, v)) for impl in (None, "materialized", "xla")}
+  jaxpr = {
+    impl: str(
+      jax.make_jaxpr(
+        lambda q, k, v, impl=impl: softmax_attention(q, k, v, segments, causal=False, implementation=impl)
+      )(q, k, v)
+    )
+    for impl in (None, "materialized", "xla")
+  }
   assert "custom_vjp" in jaxpr["materialized"] and "custom_vjp" not in jaxpr["xla"]
   assert jaxpr[None] == jaxpr["materialized" if jax.default_backend() == "cpu" else "xla"]
   with pytest.raises(ValueError, match="softmax implementation 'flash'; expected one of None, 'materialized'"):

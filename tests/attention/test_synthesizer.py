@@ -46,7 +46,11 @@ def test_dense_matches_numpy_formula(causal):
   mixer = attention.build("synthesizer", {"max_len": MAX_LEN})
   params = _random_params(mixer, q, segments)
   assert {n: x.shape for n, x in params["params"]["logits"]["f"].items()} == {
-    "w1": (H, D, D), "b1": (H, D), "w2": (H, D, MAX_LEN), "b2": (H, MAX_LEN)}
+    "w1": (H, D, D),
+    "b1": (H, D),
+    "w2": (H, D, MAX_LEN),
+    "b2": (H, MAX_LEN),
+  }
   out = np.asarray(mixer.apply(params, q, k, v, segments, causal))
   p = params["params"]["logits"]["f"]
   for b, n in enumerate([9, 6]):
@@ -98,9 +102,9 @@ def test_random_mode_packed_equals_alone(overrides):
   packed = np.asarray(apply(q, k, v, packed_segments(lengths, row)))
   start = 0
   for n in lengths:
-    piece = [x[:, start:start + n] for x in (q, k, v)]
+    piece = [x[:, start : start + n] for x in (q, k, v)]
     alone = np.asarray(apply(*piece, Segments.from_lengths(jnp.array([n]), n)))
-    np.testing.assert_allclose(packed[0, start:start + n], alone[0], atol=2e-6, rtol=1e-5)
+    np.testing.assert_allclose(packed[0, start : start + n], alone[0], atol=2e-6, rtol=1e-5)
     start += n
   np.testing.assert_array_equal(packed[0, start:], 0.0)
 
