@@ -45,19 +45,34 @@ def _same_config(workdir: Path, config) -> bool:
   return saved == json.loads(json.dumps(config.to_dict(), default=str))
 
 
+def parse_seeds(text: str) -> int | tuple[int, ...]:
+  """`--seeds`: a count N (seeds 0..N-1) or a comma list of seeds ("1,2": add seeds to an earlier sweep)."""
+  try:
+    if "," not in text:
+      count = int(text)
+      if count > 0:
+        return count
+    else:
+      seeds = tuple(int(x) for x in text.split(","))
+      if seeds and all(s >= 0 for s in seeds):
+        return seeds
+  except ValueError:
+    pass
+  raise ValueError(f"--seeds {text!r}: expected a positive count (3) or comma-separated non-negative seeds (1,2)")
+
+
 def _compare(args) -> list[dict]:
   import jax
 
   from research import sweep
   from research.report.tables import write_report
 
-  if args.seeds <= 0:
-    raise ValueError(f"--seeds must be positive, got {args.seeds}")
+  seeds = parse_seeds(args.seeds)
   try:
     lr_grid = tuple(float(x) for x in args.lr_grid.split(",") if x.strip()) if args.lr_grid else ()
   except ValueError:
     raise ValueError(f"--lr-grid {args.lr_grid!r}; expected comma-separated numbers, e.g. 1e-4,3e-4,1e-3") from None
-  runs = sweep.plan(args.config, args.variants, args.seeds, args.set or (), lr_grid, args.match_params)
+  runs = sweep.plan(args.config, args.variants, seeds, args.set or (), lr_grid, args.match_params)
   records = sweep.execute(runs, args.config, args.workdir, progress=not args.no_progress)
   summaries = sweep.summaries(records)
   if not summaries:
@@ -86,7 +101,7 @@ def _compare(args) -> list[dict]:
 def _report(args) -> None:
   from research.report.runs import rebuild
 
-  paths = rebuild(args.runs_dir, Path(args.out), args.name or Path(args.runs_dir).name)
+  paths = rebuild(args.runs_dir, Path(args.out), args.name or Path(args.runs_dir).name, include=args.include or ())
   print(Path(paths["md"]).read_text())
   print("wrote " + ", ".join(str(p) for p in paths.values()))
 
@@ -379,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("compare", help="train every variant x seed and write a results table + plot")
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   p.add_argument("--variants", default="softmax,linear", help="comma-separated registry names")
-  p.add_argument("--seeds", type=int, default=1)
+  p.add_argument("--seeds", default="1", help="a count N (seeds 0..N-1) or a comma list, e.g. 1,2")
   p.add_argument(
     "--set",
     action="append",
@@ -404,6 +419,13 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("runs_dir")
   p.add_argument("--out", default="results")
   p.add_argument("--name", help="output file stem (default: the runs directory's name)")
+  p.add_argument(
+    "--include",
+    action="append",
+    metavar="REPORT.json",
+    help="also the runs recorded in an earlier report's JSON whose workdirs are gone (a run of the same workdir "
+    "name under RUNS_DIR wins); repeatable",
+  )
   p.set_defaults(func=_report)
   p = sub.add_parser("variants", help="list the registered attention variants and their capabilities")
   p.set_defaults(func=_variants)

@@ -1,5 +1,8 @@
 """Rebuild reports from run directories alone: `research report RUNS_DIR` calls `rebuild`.
 
+`--include REPORT.json` adds the runs an earlier report recorded (its "runs": the per-run summaries) where their
+workdirs are gone, e.g. a sweep extended with more seeds on another machine; the notes say how many came from where.
+
 Layout read (any depth below RUNS_DIR): `<workdir>/summary.json` (written by research/train/loop.py:train),
 optionally `<workdir>/provenance.json` ({"config": config.to_dict(), ...}) and, in RUNS_DIR or any directory
 above a workdir, a `sweep.json` written by research/sweep.py:execute: a list of run records, or an object
@@ -110,6 +113,23 @@ def find_summaries(runs_dir: Path) -> list[dict]:
   return [t[3] for t in found]
 
 
+def included_runs(path: Path) -> list[dict]:
+  """The per-run summaries an earlier report recorded in its JSON (`write_report`'s "runs"), for runs whose
+  workdirs are gone. Raises ValueError naming the file if it is not such a report."""
+  path = Path(path)
+  data = _load_json(path, "a report JSON written by `research report` or `research compare` (with a 'runs' list)")
+  runs = data.get("runs") if isinstance(data, Mapping) else None
+  if not isinstance(runs, list) or not runs:
+    raise ValueError(f"{path}: expected a report JSON with a non-empty 'runs' list of run summaries")
+  for i, run in enumerate(runs):
+    if not isinstance(run, Mapping):
+      raise ValueError(f"{path}: run {i} should be a JSON object, got {run!r}")
+    tables.check_summary(run, f"{path}: run {i}")
+    if not isinstance(run.get("workdir"), str):
+      raise ValueError(f"{path}: run {i} has no 'workdir' name, so it cannot be matched with RUNS_DIR's runs")
+  return [dict(r) for r in runs]
+
+
 def select_lr(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[str]]:
   """Keeps, per (task, variant, label) trained at several "lr"s, only the runs at the rate with the best
   val_accuracy at the lowest seed (ties -> smaller rate). Returns (kept summaries in input order, one note per
@@ -134,13 +154,20 @@ def select_lr(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[
 
 
 def _notes(
-  every: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[str, Any]], runs_dir: Path, lr_notes: Sequence[str]
+  every: Sequence[Mapping[str, Any]],
+  summaries: Sequence[Mapping[str, Any]],
+  runs_dir: Path,
+  lr_notes: Sequence[str],
+  included: Mapping[str, int] | None = None,
 ) -> list[str]:
   """Run count, devices and total wall time (of every run found, LR-search runs included), metric names."""
   devices = ", ".join(dict.fromkeys(str(s.get("device") or "unknown") for s in every))
   wall = sum(s["wall_s"] for s in every)
+  sources = f"{len(every) - sum((included or {}).values())} runs from {runs_dir}" + "".join(
+    f" + {n} from {path} (recorded there; their workdirs are not here)" for path, n in (included or {}).items()
+  )
   notes = [
-    f"{len(every)} runs from {runs_dir} ({len(summaries)} in the table); device: {devices}; total wall time "
+    f"{sources} ({len(summaries)} in the table); device: {devices}; total wall time "
     f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s)"
   ]
   kinds = {s["task"]: s.get("kind") for s in summaries}
@@ -150,12 +177,25 @@ def _notes(
   return notes + list(NOTES) + list(lr_notes)
 
 
-def rebuild(runs_dir: Path, out_dir: Path, name: str, title: str | None = None) -> dict[str, Path]:
+def rebuild(
+  runs_dir: Path, out_dir: Path, name: str, title: str | None = None, include: Sequence[Path] = ()
+) -> dict[str, Path]:
   """Reads every run below runs_dir and writes `<out_dir>/<name>.md`, `.csv`, `.json` and the applicable
   figures (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`, `_sweep.png`); returns {kind: path} as
-  `research.report.tables.write_report` does. Raises ValueError if no summary.json is found."""
+  `research.report.tables.write_report` does. `include`: earlier report JSONs whose recorded runs join the
+  table where runs_dir has no run of the same workdir name (the notes count them per file). Raises ValueError
+  if no run is found."""
   runs_dir = Path(runs_dir)
-  summaries = find_summaries(runs_dir)
+  summaries = find_summaries(runs_dir) if runs_dir.is_dir() or not include else []
+  have = {s["workdir"] for s in summaries}
+  included: dict[str, int] = {}
+  earlier: list[dict] = []
+  for path in include:
+    extra = [r for r in included_runs(path) if r["workdir"] not in have]
+    have.update(r["workdir"] for r in extra)
+    included[str(path)] = len(extra)
+    earlier += extra
+  summaries = earlier + summaries  # the earlier report's order first: its rows keep their places
   if not summaries:
     raise ValueError(
       f"{runs_dir}: no {tables.SUMMARY_FILE} found below it (expected run workdirs written by "
@@ -164,5 +204,9 @@ def rebuild(runs_dir: Path, out_dir: Path, name: str, title: str | None = None) 
   kept, lr_notes = select_lr(summaries)
   tasks = ", ".join(dict.fromkeys(s["task"] for s in kept))
   return tables.write_report(
-    kept, Path(out_dir), name, title=title or f"{name}: {tasks}", notes=_notes(summaries, kept, runs_dir, lr_notes)
+    kept,
+    Path(out_dir),
+    name,
+    title=title or f"{name}: {tasks}",
+    notes=_notes(summaries, kept, runs_dir, lr_notes, included),
   )

@@ -176,3 +176,33 @@ def test_rebuild_writes_every_file(tmp_path):
 
   only_listops = report_runs.rebuild(runs_dir / "listops" / "softmax-seed0", out, "one", title="One run")
   assert "scaling" not in only_listops and only_listops["md"].read_text().startswith("## One run\n")
+
+
+def test_rebuild_includes_an_earlier_reports_runs(tmp_path):
+  """A sweep extended with more seeds after its first workdirs were lost: the earlier report's recorded runs fill
+  in, a rerun of the same workdir name wins, and the notes say where each run came from."""
+  first = tmp_path / "first"
+  for variant in ("softmax", "linear"):
+    _workdir(first, f"{variant}-seed0", _summary(variant, 0, test=0.4), lr=1e-3)
+  earlier = report_runs.rebuild(first, tmp_path / "out", "earlier")["json"]
+  runs_dir = tmp_path / "more"
+  _workdir(runs_dir, "linear-seed0", _summary("linear", 0, test=0.3), lr=1e-3)  # rerun: replaces the record
+  for variant in ("softmax", "linear"):
+    _workdir(runs_dir, f"{variant}-seed1", _summary(variant, 1, test=0.5), lr=1e-3)
+  paths = report_runs.rebuild(runs_dir, tmp_path / "out", "merged", include=[earlier])
+  data = json.loads(paths["json"].read_text())
+  got = {(r["variant"], r["seed"]): r["test_accuracy"] for r in data["runs"]}
+  assert got == {("softmax", 0): 0.4, ("linear", 0): 0.3, ("softmax", 1): 0.5, ("linear", 1): 0.5}
+  assert [(r["variant"], r["n_seeds"]) for r in data["rows"]] == [("softmax", 2), ("linear", 2)]
+  md = paths["md"].read_text()
+  assert f"3 runs from {runs_dir} + 1 from {earlier} (recorded there; their workdirs are not here) (4 in" in md
+  # only the earlier report, no workdirs at all: still a table
+  alone = report_runs.rebuild(tmp_path / "gone", tmp_path / "out", "alone", include=[earlier])
+  assert len(json.loads(alone["json"].read_text())["runs"]) == 2
+  bad = tmp_path / "bad.json"
+  bad.write_text(json.dumps({"rows": []}))
+  with pytest.raises(ValueError, match=r"bad.json: expected a report JSON with a non-empty 'runs' list"):
+    report_runs.rebuild(runs_dir, tmp_path / "out", "x", include=[bad])
+  bad.write_text(json.dumps({"runs": [{"variant": "softmax"}]}))
+  with pytest.raises(ValueError, match=r"bad.json: run 0: malformed run summary"):
+    report_runs.rebuild(runs_dir, tmp_path / "out", "x", include=[bad])
