@@ -46,14 +46,15 @@ def _same_config(workdir: Path, config) -> bool:
 
 
 def parse_seeds(text: str) -> int | tuple[int, ...]:
-  """`--seeds`: a count N (seeds 0..N-1) or a comma list of seeds ("1,2": add seeds to an earlier sweep)."""
+  """`--seeds`: a count N (seeds 0..N-1) or a comma list of seeds ("1,2", or "2," for seed 2 alone: add seeds to an
+  earlier sweep)."""
   try:
     if "," not in text:
       count = int(text)
       if count > 0:
         return count
     else:
-      seeds = tuple(int(x) for x in text.split(","))
+      seeds = tuple(int(x) for x in text.removesuffix(",").split(","))
       if seeds and all(s >= 0 for s in seeds):
         return seeds
   except ValueError:
@@ -394,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("compare", help="train every variant x seed and write a results table + plot")
   p.add_argument("--config", required=True, help="experiments/<name>.py[:key=value,...]")
   p.add_argument("--variants", default="softmax,linear", help="comma-separated registry names")
-  p.add_argument("--seeds", default="1", help="a count N (seeds 0..N-1) or a comma list, e.g. 1,2")
+  p.add_argument("--seeds", default="1", help="a count N (seeds 0..N-1) or a comma list: 1,2 (2, for seed 2 alone)")
   p.add_argument(
     "--set",
     action="append",

@@ -68,7 +68,7 @@ def test_compare_rejects_bad_variant_before_training(tmp_path, capsys):
   assert not any(tmp_path.iterdir())  # nothing was trained
 
 
-@pytest.mark.parametrize("seeds", ["0", "-1", "1,x", "1,-2", "4,", "", "2.5"])
+@pytest.mark.parametrize("seeds", ["0", "-1", "1,x", "1,-2", "4,,", ",", "", "2.5"])
 def test_compare_rejects_bad_seeds_before_training(seeds, tmp_path, capsys):
   assert main(["compare", "--config", BASE, "--seeds", seeds, "--workdir", str(tmp_path)]) == 2
   assert (
@@ -80,7 +80,7 @@ def test_compare_rejects_bad_seeds_before_training(seeds, tmp_path, capsys):
 def test_seeds_are_a_count_or_a_list():
   from research.cli import parse_seeds
 
-  assert parse_seeds("3") == 3 and parse_seeds("1,2") == (1, 2)
+  assert parse_seeds("3") == 3 and parse_seeds("1,2") == (1, 2) and parse_seeds("2,") == (2,)
 
 
 def test_nan_loss_stops_with_the_step(tmp_path, capsys):
