@@ -23,6 +23,7 @@ directly (no pyplot, no display, no global backend switch).
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,47 @@ def _styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
   }
 
 
+def _pairs(label: str) -> list[tuple[str, str]]:
+  """ "data.seq_len=64,model.d_model=32" -> [("data.seq_len", "64"), ("model.d_model", "32")]; a comma not
+  followed by a key=value (a tuple value) stays in the value."""
+  pairs: list[list[str]] = []
+  for part in label.split(",") if label else []:
+    key, eq, value = part.partition("=")
+    if eq and key.strip() and " " not in key.strip():
+      pairs.append([key.strip(), value])
+    elif pairs:
+      pairs[-1][1] += "," + part
+  return [(k, v) for k, v in pairs]
+
+
+def _display_names(series: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+  """Legend names for (variant, label) series: the task is the panel or bar group, so `task=` leaves the label;
+  so does every key=value that all series share; keys shorten to their last dotted part unless two would
+  collide. Series whose short names would coincide keep their full `series_name`."""
+  series = list(dict.fromkeys(series))
+  parsed = {sv: [(k, v) for k, v in _pairs(sv[1]) if k != "task"] for sv in series}
+  shared = set.intersection(*(set(p) for p in parsed.values())) if parsed else set()
+  keys = {k for p in parsed.values() for k, _ in p}
+  tails = [k.rsplit(".", 1)[-1] for k in keys]
+  short = {k: k.rsplit(".", 1)[-1] if tails.count(k.rsplit(".", 1)[-1]) == 1 else k for k in keys}
+  names = {
+    sv: series_name(sv[0], ",".join(f"{short[k]}={v}" for k, v in p if (k, v) not in shared))
+    for sv, p in parsed.items()
+  }
+  by_name: dict[str, list] = {}
+  for sv in series:  # only series that differ just in task (a known one) may share a name
+    by_name.setdefault(names[sv], []).append(dict(_pairs(sv[1])).get("task"))
+  if any(len(ts) > 1 and (None in ts or len(set(ts)) < len(ts)) for ts in by_name.values()):
+    return {sv: series_name(*sv) for sv in series}
+  return names
+
+
+def _title(fig: Figure, text: str, legend_width: float) -> None:
+  """A left-aligned figure title wrapped to the width left of the legend (about 13 characters per inch), so the
+  legend outside on the right never covers it."""
+  fig.suptitle(textwrap.fill(text, max(30, int(13 * (fig.get_figwidth() - legend_width - 1.5)))), x=0.01, ha="left")
+
+
 def _legend(fig: Figure, handles: list) -> None:
   """One legend for the figure, outside on the right, in as many columns as needed for 20 entries each."""
   fig.legend(handles=handles, loc="outside right upper", fontsize="small", ncols=math.ceil(len(handles) / 20))
@@ -77,18 +119,20 @@ def accuracy(summaries: Summaries, path: Path, *, title: str | None = None) -> P
     return None
   rows = aggregate(summaries)
   tasks = list(dict.fromkeys(r["task"] for r in rows))
-  styles = _styles([series_name(r["variant"], r["label"]) for r in rows])
+  names = _display_names([(r["variant"], r["label"]) for r in rows])
+  styles = _styles(list(names.values()))
   per_task = {t: [r for r in rows if r["task"] == t] for t in tasks}
   width = 0.8 / max(len(rs) for rs in per_task.values())
   n_bars = len(rows)
-  fig = _new_figure(max(6.0, 2.0 + 0.32 * n_bars + 0.6 * len(tasks)), 4.8)
+  legend_width = 0.075 * max(len(n) for n in names.values())  # inches of the legend outside the axes
+  fig = _new_figure(max(6.0, 2.0 + 0.32 * n_bars + 0.6 * len(tasks)) + legend_width, 4.8)
   ax = fig.subplots()
   for i, task in enumerate(tasks):
     rs = per_task[task]
     xs = i + (np.arange(len(rs)) - (len(rs) - 1) / 2) * width
     for x, r in zip(xs, rs, strict=True):
       mean = 100.0 * r["test_accuracy_mean"]
-      style = styles[series_name(r["variant"], r["label"])]
+      style = styles[names[r["variant"], r["label"]]]
       ax.bar(x, mean, width=width * 0.92, color=style["color"], hatch=style["hatch"], edgecolor="white", linewidth=0)
       if r["test_accuracy_std"] is not None:
         ax.errorbar(x, mean, yerr=100.0 * r["test_accuracy_std"], fmt="none", ecolor="black", capsize=3, linewidth=1.0)
@@ -103,7 +147,7 @@ def accuracy(summaries: Summaries, path: Path, *, title: str | None = None) -> P
   ]
   ax.set_xticks(range(len(tasks)), tasks)
   ax.set_ylabel("test accuracy (%)")
-  ax.set_title(title or "Test accuracy of the best-validation checkpoint (mean ± sample std over seeds)")
+  _title(fig, title or "Test accuracy of the best-validation checkpoint (mean ± sample std over seeds)", legend_width)
   ax.grid(axis="y", alpha=0.3)
   ax.set_ylim(bottom=0)
   _legend(fig, handles)
@@ -124,17 +168,18 @@ def curves(summaries: Summaries, path: Path, *, title: str | None = None) -> Pat
   if not with_curve:
     return None
   tasks = list(dict.fromkeys(s["task"] for s in with_curve))
-  names = [series_name(s["variant"], label_of(s)) for s in with_curve]
-  styles = _styles(names)
+  names = _display_names([(s["variant"], label_of(s)) for s in with_curve])
+  styles = _styles(list(names.values()))
   cols = min(3, len(tasks))
-  fig = _new_figure(2.0 + 4.2 * cols, 0.6 + 3.4 * math.ceil(len(tasks) / cols))
+  legend_width = 0.075 * max(len(n) for n in names.values())
+  fig = _new_figure(2.0 + 4.2 * cols + legend_width, 0.6 + 3.4 * math.ceil(len(tasks) / cols))
   for ax, task in zip(_task_panels(fig, len(tasks)), tasks, strict=True):
     runs = [s for s in with_curve if s["task"] == task]
     groups: dict[tuple[str, str, str], list] = {}
     for s in runs:
       groups.setdefault(group_key(s), []).append(s)
     for (_, variant, label), group in groups.items():
-      style = styles[series_name(variant, label)]
+      style = styles[names[variant, label]]
       per_run = []
       for s in group:
         steps, accs = zip(*sorted((float(a), float(b)) for a, b in s["curve"]), strict=True)
@@ -155,7 +200,7 @@ def curves(summaries: Summaries, path: Path, *, title: str | None = None) -> Pat
   ]
   handles.append(Line2D([], [], color="0.3", linestyle="--", label="majority baseline"))
   _legend(fig, handles)
-  fig.suptitle(title or "Validation accuracy (thin: seeds, thick: mean over seeds)")
+  _title(fig, title or "Validation accuracy (thin: seeds, thick: mean over seeds)", legend_width)
   return _save(fig, path)
 
 

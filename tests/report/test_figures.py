@@ -119,3 +119,33 @@ def test_sweep_axis(tmp_path):
   no_axis = [_run("softmax", 0, label="data.target=regression"), _run("softmax", 0, label="data.target=binary")]
   assert figures.sweep(no_axis, tmp_path / "n.png") is None and not (tmp_path / "n.png").exists()
   assert figures.sweep([_run("softmax", 0)], tmp_path / "n.png") is None
+
+
+def test_display_names_drop_the_task_and_shared_settings():
+  names = figures._display_names(
+    [
+      ("softmax", "data.max_bytes=512,task=text_cls"),
+      ("softmax", "data.max_bytes=512,task=retrieval"),
+      ("linear", "data.max_bytes=512,task=text_cls"),
+    ]
+  )
+  # the task is the bar group and max_bytes is shared: one "softmax" series (one colour) across both tasks
+  assert names == {
+    ("softmax", "data.max_bytes=512,task=text_cls"): "softmax",
+    ("softmax", "data.max_bytes=512,task=retrieval"): "softmax",
+    ("linear", "data.max_bytes=512,task=text_cls"): "linear",
+  }
+  grid = figures._display_names(
+    [("softmax", "data.seq_len=64,model.d_model=32"), ("softmax", "data.seq_len=64,model.d_model=64")]
+  )
+  assert list(grid.values()) == ["softmax [d_model=32]", "softmax [d_model=64]"]  # keys shortened, shared dropped
+  # two keys with one last part keep their full names; a tuple value keeps its commas
+  clash = figures._display_names([("a", "data.size=1,model.size=2"), ("a", "data.size=2,model.size=2")])
+  assert list(clash.values()) == ["a [data.size=1]", "a [data.size=2]"]
+  assert figures._pairs("model.window=(4, 8),seed=1") == [("model.window", "(4, 8)"), ("seed", "1")]
+
+
+def test_series_differing_only_in_task_merge_but_other_collisions_keep_full_labels():
+  # a bare label and `task=x` in one task would both shorten to "softmax": keep the full names instead
+  names = figures._display_names([("softmax", ""), ("softmax", "task=listops")])
+  assert names == {("softmax", ""): "softmax", ("softmax", "task=listops"): "softmax [task=listops]"}
