@@ -163,7 +163,8 @@ def _notes(
   """Run count, devices and total wall time (of every run found, LR-search runs included), metric names."""
   devices = ", ".join(dict.fromkeys(str(s.get("device") or "unknown") for s in every))
   wall = sum(s["wall_s"] for s in every)
-  sources = f"{len(every) - sum((included or {}).values())} runs from {runs_dir}" + "".join(
+  here = len(every) - sum((included or {}).values())
+  sources = f"{here} run{'' if here == 1 else 's'} from {runs_dir}" + "".join(
     f" + {n} from {path} (recorded there; their workdirs are not here)" for path, n in (included or {}).items()
   )
   notes = [
