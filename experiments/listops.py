@@ -4,8 +4,8 @@ Launch (CPU, tiny, ~1 min per run on 2 cores):
   research train --config experiments/listops.py:attention=linear --workdir runs/listops-linear
   research compare --config experiments/listops.py --variants softmax,linear --seeds 2
   research train --config experiments/listops.py:attention=linear+softmax --workdir runs/hybrid  (per-layer)
-Expected (CPU, tiny, 600 steps): see results/listops_tiny.md — both variants clear the 10.0% majority
-baseline by a wide margin (measured numbers are in the README).
+Measured (CPU, tiny, 600 steps; results/listops_tiny.md, results/lra_listops_tiny.md): softmax 24.7 ± 0.4,
+linear 24.7 ± 0.4 test accuracy over 3 seeds vs the 12.5% majority baseline; all 16 variants 24.6-25.3%.
 `size=lra` switches to LRA's lengths (500-2000 tokens, depth 10) and a 4-layer d256 model (accelerator).
 """
 

@@ -5,6 +5,8 @@ Launch (CPU, tiny: 1,024 bytes per side, siamese encoder, [u, v, u*v, u-v] class
   research train --config experiments/retrieval.py:attention=linear --workdir runs/retrieval-linear
 `size=lra` keeps LRA's 4,096 bytes per document and a 4-layer d256 model (accelerator).
 Baseline: 50% (every split is balanced).
+Measured (data.max_bytes=512, 400 steps, 1 seed; results/lra_text_retrieval_512.md): bigbird 62.8, performer
+61.6, local 60.0; softmax and linear stay at 50.0 (one class all run at this lr and step budget).
 """
 
 import ml_collections

@@ -4,6 +4,8 @@ Needs the corpus once: research data install wordnet
 Launch (CPU, tiny; rows are "[CLS] s1 [SEP] s2", 64 sentencepiece tokens):
   research train --config experiments/wic.py:attention=linear --workdir runs/wic-linear
 Baseline: 50% (every split is balanced). Polysemy needs context, so this probes contextual embeddings.
+Measured (results/polysemy_*.md): the imported MiniLM's frozen target-word similarity 59.8% test at layer 4
+(51.5% at the embeddings); our tiny MLM encoders 50.0-55.6%, within ~2 standard errors of chance.
 """
 
 import ml_collections
