@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from research.report.tables import aggregate, group_key, label_of, series_name
+from research.report.tables import aggregate, group_key, label_of, parse_label, series_name
 
 DPI = 120
 Summaries = Sequence[Mapping[str, Any]]
@@ -53,25 +53,12 @@ def _styles(names: Sequence[str]) -> dict[str, dict[str, Any]]:
   }
 
 
-def _pairs(label: str) -> list[tuple[str, str]]:
-  """ "data.seq_len=64,model.d_model=32" -> [("data.seq_len", "64"), ("model.d_model", "32")]; a comma not
-  followed by a key=value (a tuple value) stays in the value."""
-  pairs: list[list[str]] = []
-  for part in label.split(",") if label else []:
-    key, eq, value = part.partition("=")
-    if eq and key.strip() and " " not in key.strip():
-      pairs.append([key.strip(), value])
-    elif pairs:
-      pairs[-1][1] += "," + part
-  return [(k, v) for k, v in pairs]
-
-
 def _display_names(series: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
   """Legend names for (variant, label) series: the task is the panel or bar group, so `task=` leaves the label;
   so does every key=value that all series share; keys shorten to their last dotted part unless two would
   collide. Series whose short names would coincide keep their full `series_name`."""
   series = list(dict.fromkeys(series))
-  parsed = {sv: [(k, v) for k, v in _pairs(sv[1]) if k != "task"] for sv in series}
+  parsed = {sv: [(k, v) for k, v in parse_label(sv[1]) if k != "task"] for sv in series}
   shared = set.intersection(*(set(p) for p in parsed.values())) if parsed else set()
   keys = {k for p in parsed.values() for k, _ in p}
   tails = [k.rsplit(".", 1)[-1] for k in keys]
@@ -82,7 +69,7 @@ def _display_names(series: Sequence[tuple[str, str]]) -> dict[tuple[str, str], s
   }
   by_name: dict[str, list] = {}
   for sv in series:  # only series that differ just in task (a known one) may share a name
-    by_name.setdefault(names[sv], []).append(dict(_pairs(sv[1])).get("task"))
+    by_name.setdefault(names[sv], []).append(dict(parse_label(sv[1])).get("task"))
   if any(len(ts) > 1 and (None in ts or len(set(ts)) < len(ts)) for ts in by_name.values()):
     return {sv: series_name(*sv) for sv in series}
   return names
@@ -275,10 +262,7 @@ def _numeric(value: str) -> float | None:
 
 def _sweep_series(summaries: Summaries) -> tuple[str, dict[str, dict[str, dict[float, list[float]]]]] | None:
   """(x key, {panel title: {variant: {x: test accuracies}}}) or None; see `sweep` in the module docstring."""
-  parsed = []
-  for s in summaries:
-    items = dict(item.split("=", 1) for item in label_of(s).split(",") if "=" in item)
-    parsed.append((s, items))
+  parsed = [(s, dict(parse_label(label_of(s)))) for s in summaries]
   values: dict[str, set[str]] = {}
   for _, items in parsed:
     for k, v in items.items():

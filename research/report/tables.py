@@ -209,6 +209,19 @@ def label_of(summary: Mapping[str, Any]) -> str:
   return ""
 
 
+def parse_label(label: str) -> list[tuple[str, str]]:
+  """ "data.seq_len=64,model.d_model=32" -> [("data.seq_len", "64"), ("model.d_model", "32")]; a comma not
+  followed by a key=value (a tuple value) stays in the value."""
+  pairs: list[list[str]] = []
+  for part in label.split(",") if label else []:
+    key, eq, value = part.partition("=")
+    if eq and key.strip() and " " not in key.strip():
+      pairs.append([key.strip(), value])
+    elif pairs:
+      pairs[-1][1] += "," + part
+  return [(k, v) for k, v in pairs]
+
+
 def group_key(summary: Mapping[str, Any]) -> tuple[str, str, str]:
   """(task, variant, label): the unit a table row aggregates over seeds."""
   return summary["task"], summary["variant"], label_of(summary)

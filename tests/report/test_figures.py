@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from research.report import figures
+from research.report import figures, tables
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -142,7 +142,7 @@ def test_display_names_drop_the_task_and_shared_settings():
   # two keys with one last part keep their full names; a tuple value keeps its commas
   clash = figures._display_names([("a", "data.size=1,model.size=2"), ("a", "data.size=2,model.size=2")])
   assert list(clash.values()) == ["a [data.size=1]", "a [data.size=2]"]
-  assert figures._pairs("model.window=(4, 8),seed=1") == [("model.window", "(4, 8)"), ("seed", "1")]
+  assert tables.parse_label("model.window=(4, 8),seed=1") == [("model.window", "(4, 8)"), ("seed", "1")]
 
 
 def test_series_differing_only_in_task_merge_but_other_collisions_keep_full_labels():
