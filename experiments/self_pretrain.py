@@ -16,7 +16,13 @@ Launch (CPU, tiny), two commands per task:
     --variants softmax,linear,performer --seeds 2 --workdir runs/self_pretrain/listops-pretrain --name sp_mlm
   research compare --config experiments/self_pretrain.py:task=listops --set stage=scratch --set stage=finetune \
     --variants softmax,linear,performer --seeds 2 --workdir runs/self_pretrain/listops --name self_pretrain_listops
-(task=text_cls likewise, with text_cls in the paths). `size=lra` uses the task's LRA-length preset (accelerator).
+(task=text_cls likewise, with text_cls in the paths). One table and figure of several such sweeps:
+  research report runs/none --out results --name self_pretrain --include results/self_pretrain_listops.json \
+    --include results/self_pretrain_text_cls.json --include results/self_pretrain_text_cls_2k.json:mlm_steps=2000
+`size=lra` uses the task's LRA-length preset (accelerator).
+Measured (CPU, 2 seeds, results/self_pretrain.md): no gain beyond seed noise at this size. ListOps 24.5-25.3% with
+or without MLM; Text (512 bytes) softmax/linear/performer 54.5/51.7/51.7 from scratch, 51.1/50.8/52.5 after a
+400-step MLM, 54.7/53.6/55.3 after a 2,000-step MLM (standard error of 179 test documents ~3.7 points).
 """
 
 from pathlib import Path

@@ -423,9 +423,10 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument(
     "--include",
     action="append",
-    metavar="REPORT.json",
-    help="also the runs recorded in an earlier report's JSON whose workdirs are gone (a run of the same workdir "
-    "name under RUNS_DIR wins); repeatable",
+    metavar="REPORT.json[:KEY=VALUE,...]",
+    help="also the runs recorded in an earlier report's JSON whose workdirs are gone (a run of the same task and "
+    "workdir name under RUNS_DIR wins); KEY=VALUE settings are appended to those runs' labels (separate rows); "
+    "repeatable",
   )
   p.set_defaults(func=_report)
   p = sub.add_parser("variants", help="list the registered attention variants and their capabilities")

@@ -2,6 +2,9 @@
 
 `--include REPORT.json` adds the runs an earlier report recorded (its "runs": the per-run summaries) where their
 workdirs are gone, e.g. a sweep extended with more seeds on another machine; the notes say how many came from where.
+`--include REPORT.json:key=value,...` also appends those settings to each of its runs' labels, so arms run as
+separate sweeps with the same labels (an ablation's "stage=finetune" after a short and after a long pretraining)
+become separate rows and series of one report; a tagged run never replaces, nor is replaced by, another.
 
 Layout read (any depth below RUNS_DIR): `<workdir>/summary.json` (written by research/train/loop.py:train),
 optionally `<workdir>/provenance.json` ({"config": config.to_dict(), ...}) and, in RUNS_DIR or any directory
@@ -130,6 +133,19 @@ def included_runs(path: Path) -> list[dict]:
   return [dict(r) for r in runs]
 
 
+def include_spec(item: str | Path) -> tuple[Path, str]:
+  """ "results/x.json:mlm_steps=2000" -> (Path("results/x.json"), "mlm_steps=2000"); a plain path -> (path, "").
+  Raises ValueError naming the item if the part after the last ':' is not key=value pairs."""
+  text = str(item)
+  head, sep, tail = text.rpartition(":")
+  if not sep or "=" not in tail or Path(text).is_file():
+    return Path(text), ""
+  pairs = tables.parse_label(tail)
+  if not pairs or ",".join(f"{k}={v}" for k, v in pairs) != tail or any(not v for _, v in pairs):
+    raise ValueError(f"--include {text!r}: expected REPORT.json or REPORT.json:key=value[,key=value...]")
+  return Path(head), tail
+
+
 def select_lr(summaries: Sequence[Mapping[str, Any]]) -> tuple[list[dict], list[str]]:
   """Keeps, per (task, variant, label) trained at several "lr"s, only the runs at the rate with the best
   val_accuracy at the lowest seed (ties -> smaller rate). Returns (kept summaries in input order, one note per
@@ -164,9 +180,9 @@ def _notes(
   devices = ", ".join(dict.fromkeys(str(s.get("device") or "unknown") for s in every))
   wall = sum(s["wall_s"] for s in every)
   here = len(every) - sum((included or {}).values())
-  sources = f"{here} run{'' if here == 1 else 's'} from {runs_dir}" + "".join(
-    f" + {n} from {path} (recorded there; their workdirs are not here)" for path, n in (included or {}).items()
-  )
+  parts = [f"{here} run{'' if here == 1 else 's'} from {runs_dir}"] if here or not included else []
+  parts += [f"{n} from {path} (recorded there; their workdirs are not here)" for path, n in (included or {}).items()]
+  sources = " + ".join(parts)
   notes = [
     f"{sources} ({len(summaries)} in the table); device: {devices}; total wall time "
     f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s)"
@@ -179,22 +195,27 @@ def _notes(
 
 
 def rebuild(
-  runs_dir: Path, out_dir: Path, name: str, title: str | None = None, include: Sequence[Path] = ()
+  runs_dir: Path, out_dir: Path, name: str, title: str | None = None, include: Sequence[Path | str] = ()
 ) -> dict[str, Path]:
   """Reads every run below runs_dir and writes `<out_dir>/<name>.md`, `.csv`, `.json` and the applicable
   figures (`<name>_accuracy.png`, `_curves.png`, `_scaling.png`, `_sweep.png`); returns {kind: path} as
   `research.report.tables.write_report` does. `include`: earlier report JSONs whose recorded runs join the
-  table where runs_dir has no run of the same workdir name (the notes count them per file). Raises ValueError
-  if no run is found."""
+  table where runs_dir (or an earlier include) has no run of the same task and workdir name (the notes count
+  them per file); "PATH:key=value,..."
+  appends those settings to its runs' labels (see the module docstring). Raises ValueError if no run is found."""
   runs_dir = Path(runs_dir)
   summaries = find_summaries(runs_dir) if runs_dir.is_dir() or not include else []
-  have = {s["workdir"] for s in summaries}
+  have = {(s["task"], s["workdir"], "") for s in summaries}
   included: dict[str, int] = {}
   earlier: list[dict] = []
-  for path in include:
-    extra = [r for r in included_runs(path) if r["workdir"] not in have]
-    have.update(r["workdir"] for r in extra)
-    included[str(path)] = len(extra)
+  for item in include:
+    path, tag = include_spec(item)
+    extra = [r for r in included_runs(path) if (r["task"], r["workdir"], tag) not in have]
+    have.update((r["task"], r["workdir"], tag) for r in extra)
+    if tag:
+      for r in extra:
+        r["label"] = ",".join(filter(None, (tables.label_of(r), tag)))
+    included[f"{path}:{tag}" if tag else str(path)] = len(extra)
     earlier += extra
   summaries = earlier + summaries  # the earlier report's order first: its rows keep their places
   if not summaries:

@@ -199,6 +199,32 @@ def test_rebuild_includes_an_earlier_reports_runs(tmp_path):
   # only the earlier report, no workdirs at all: still a table
   alone = report_runs.rebuild(tmp_path / "gone", tmp_path / "out", "alone", include=[earlier])
   assert len(json.loads(alone["json"].read_text())["runs"]) == 2
+  assert f"- 2 from {earlier} (recorded there; their workdirs are not here) (2 in the table)" in alone["md"].read_text()
+  # a tagged include: the same workdir names become separate rows, with the tag in their label
+  tagged = report_runs.rebuild(runs_dir, tmp_path / "out", "tagged", include=[earlier, f"{earlier}:mlm_steps=2000"])
+  data = json.loads(tagged["json"].read_text())
+  assert [(r["variant"], r["label"], r["n_seeds"]) for r in data["rows"]] == [
+    ("softmax", "", 2),  # first-seen order: the earlier report's runs (softmax, then the tagged copies) come first
+    ("linear", "mlm_steps=2000", 1),
+    ("softmax", "mlm_steps=2000", 1),
+    ("linear", "", 2),
+  ]
+  assert f"+ 2 from {earlier}:mlm_steps=2000 (recorded there" in tagged["md"].read_text()
+  # reports of two tasks whose workdirs happen to share names: both kept
+  other = tmp_path / "other"
+  _workdir(other, "softmax-seed0", _summary("softmax", 0, task="text_cls", test=0.6), lr=1e-3)
+  other_json = report_runs.rebuild(other, tmp_path / "out", "other")["json"]
+  both = report_runs.rebuild(tmp_path / "gone", tmp_path / "out", "both", include=[earlier, other_json])
+  assert [(r["task"], r["variant"]) for r in json.loads(both["json"].read_text())["rows"]] == [
+    ("listops", "linear"),
+    ("listops", "softmax"),
+    ("text_cls", "softmax"),
+  ]
+  assert report_runs.include_spec("a/b.json:stage=x,steps=2") == (Path("a/b.json"), "stage=x,steps=2")
+  assert report_runs.include_spec(earlier) == (earlier, "")
+  for spec in ("a.json:stage=", "a.json:=1", "a.json:x=1,oops="):
+    with pytest.raises(ValueError, match=r"--include .*expected REPORT.json or REPORT.json:key=value"):
+      report_runs.include_spec(spec)
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"rows": []}))
   with pytest.raises(ValueError, match=r"bad.json: expected a report JSON with a non-empty 'runs' list"):
