@@ -17,6 +17,7 @@ Measured on CPU: see results/performer_approx.md and the README's reproduced-res
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -67,6 +68,7 @@ def errors(c, length: int, num_features: int, kernel: str, orthogonal: bool) -> 
 
 
 def run(c, out_dir: Path, stem: str = "performer_approx") -> dict:
+  start = time.perf_counter()
   results = {"config": c.to_dict(), "vs_features": {}, "vs_length": {}, "device": jax.devices()[0].device_kind}
   for label, kernel, orthogonal in c.settings:
     results["vs_features"][label] = [(m, *_stats(errors(c, c.length, m, kernel, orthogonal))) for m in c.features]
@@ -74,6 +76,7 @@ def run(c, out_dir: Path, stem: str = "performer_approx") -> dict:
       (n, *_stats(errors(c, n, c.features_at_lengths, kernel, orthogonal))) for n in c.lengths
     ]
     print(label, results["vs_features"][label], results["vs_length"][label], flush=True)
+  results["wall_s"] = time.perf_counter() - start  # compiles included
   out_dir.mkdir(parents=True, exist_ok=True)
   (out_dir / f"{stem}.json").write_text(json.dumps(results, indent=2))
   _plot(results, c, out_dir / f"{stem}.png")
@@ -90,7 +93,7 @@ def _markdown(results: dict, c) -> str:
     f"# Performer approximation error (RMS(out − exact) / RMS(v); mean ± std over {c.draws} draws)",
     "",
     f"Gaussian q, k (std {c.qk_std}), v (std 1); head_dim {c.head_dim}, {c.num_heads} heads; "
-    f"device {results['device']}.",
+    f"device {results['device']}; wall time {results['wall_s']:.0f} s (compiles included).",
     "",
     f"## vs number of features (L = {c.length})",
     "",

@@ -52,6 +52,9 @@ def test_performer_approximation_improves_with_features(tmp_path):
   relu = [row[1] for row in results["vs_features"]["ReLU"]]
   assert min(relu) > 0.0  # a different kernel: never exact
   assert {p.name for p in tmp_path.iterdir()} == {f"performer_approx.{ext}" for ext in ("json", "md", "png")}
+  assert (
+    results["wall_s"] > 0 and f"wall time {results['wall_s']:.0f} s" in (tmp_path / "performer_approx.md").read_text()
+  )
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
