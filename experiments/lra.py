@@ -16,10 +16,12 @@ Launch:
 Measured (CPU, 2 cores, size=tiny; the README's "Reproduced results" has the comparison with LRA Table 1):
   ListOps, 16 variants x 3 seeds (results/lra_listops_tiny.md, 3.26 CPU-hours): 24.6-25.3% mean test accuracy
     for every variant (majority 12.5%; every run best at its last step); a rerun of a cell is exact.
-  Text / Retrieval at data.max_bytes=512, 1 seed (results/lra_text_retrieval_512.md): Text softmax 57.0,
-    bigbird 55.3, performer 51.4, linear 50.8, local 48.6 (majority 21.8); Retrieval bigbird 62.8, performer
-    61.6, local 60.0, softmax and linear 50.0 (chance 50).
-  Pathfinder 16x16: 50.0% for every run, also a 2,000-step pilot on 20k images (results/pathfinder16_pilot.md).
+  Text / Retrieval at data.max_bytes=512, 3 seeds (results/lra_text_retrieval_512.md, 1.21 CPU-hours): Text
+    bigbird 55.3, softmax 54.0, performer 52.1, linear 52.0, local 47.3 (majority 21.8); Retrieval bigbird 62.0,
+    local 60.4, performer 56.7, linear 50.8, softmax 50.3 (chance 50).
+  Pathfinder 16x16, 16 variants x 3 seeds (results/lra_pathfinder16_tiny.md, 0.62 CPU-hours): chance for every
+    variant (49.5-51.8% means, test loss ln 2 in 44 of 48 runs); a 2,000-step pilot on 20k images too
+    (results/pathfinder16_pilot.md).
 """
 
 import math

@@ -4,8 +4,9 @@ Launch (CPU, tiny):
   research train --config experiments/pathfinder.py:attention=linear --workdir runs/pathfinder-linear
   research train --config experiments/pathfinder.py:data.difficulty=hard --workdir runs/pathfinder-hard
 `size=lra` uses LRA's 32x32 with more data and a 4-layer d128 model (accelerator). Baseline: 50% (balanced).
-Measured (CPU, 16x16 easy): the tiny budget and a 2,000-step x 32 pilot on 20k images both stay at 50.0%
-(test loss ln 2; results/pathfinder16_pilot.md): Pathfinder needs far more steps than a CPU session gives.
+Measured (CPU, 16x16 easy): all 16 variants x 3 seeds at the tiny budget (results/lra_pathfinder16_tiny.md,
+0.62 CPU-hours) and a 2,000-step x 32 pilot on 20k images (results/pathfinder16_pilot.md) stay at chance (test
+loss ln 2 in 44 of 48 runs): Pathfinder needs far more steps than a CPU session gives.
 """
 
 import ml_collections

@@ -128,9 +128,13 @@ def included_runs(path: Path) -> list[dict]:
     if not isinstance(run, Mapping):
       raise ValueError(f"{path}: run {i} should be a JSON object, got {run!r}")
     tables.check_summary(run, f"{path}: run {i}")
-    if not isinstance(run.get("workdir"), str):
-      raise ValueError(f"{path}: run {i} has no 'workdir' name, so it cannot be matched with RUNS_DIR's runs")
-  return [dict(r) for r in runs]
+    if not isinstance(run.get("workdir", run.get("run")), str):
+      raise ValueError(
+        f"{path}: run {i} has no 'workdir' (research report) or 'run' (research compare) name, so it cannot be "
+        "matched with RUNS_DIR's runs"
+      )
+  # research compare names a run by its workdir below the sweep root ("run"); research report by "workdir"
+  return [{**r, "workdir": r.get("workdir", r.get("run"))} for r in runs]
 
 
 def include_spec(item: str | Path) -> tuple[Path, str]:
@@ -183,15 +187,28 @@ def _notes(
   parts = [f"{here} run{'' if here == 1 else 's'} from {runs_dir}"] if here or not included else []
   parts += [f"{n} from {path} (recorded there; their workdirs are not here)" for path, n in (included or {}).items()]
   sources = " + ".join(parts)
+  # a run resumed before wall_s accumulated across sittings only counts its last sitting
+  partial = sum(1 for s in every if s.get("resumed_from") and not s.get("wall_s_complete", False))
+  lower = f"; a lower bound: of {partial} resumed run{'' if partial == 1 else 's'} only the last sitting is counted"
+  lower = lower if partial else ""
   notes = [
     f"{sources} ({len(summaries)} in the table); device: {devices}; total wall time "
-    f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s)"
+    f"{wall / 3600:.2f} h ({wall:,.0f} s, sum of per-run wall_s{lower})"
   ]
   kinds = {s["task"]: s.get("kind") for s in summaries}
   metrics = [f"{task}: {_METRIC[kind]}" for task, kind in kinds.items() if kind in _METRIC]
   if metrics:
     notes.append("metric where not classification accuracy: " + "; ".join(metrics))
   return notes + list(NOTES) + list(lr_notes)
+
+
+def _same_labels(summaries: Sequence[dict]) -> None:
+  """Give runs whose labels hold the same key=value pairs in another order (a `research compare` JSON stores its
+  overrides key-sorted; sweep.json keeps the --set order) one label, the first one seen, so they share a row."""
+  first: dict[tuple, str] = {}
+  for s in summaries:
+    label = tables.label_of(s)
+    s["label"] = first.setdefault(tuple(sorted(tables.parse_label(label))), label)
 
 
 def rebuild(
@@ -217,6 +234,7 @@ def rebuild(
         r["label"] = ",".join(filter(None, (tables.label_of(r), tag)))
     included[f"{path}:{tag}" if tag else str(path)] = len(extra)
     earlier += extra
+  _same_labels(summaries + earlier)
   summaries = earlier + summaries  # the earlier report's order first: its rows keep their places
   if not summaries:
     raise ValueError(

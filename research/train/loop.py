@@ -163,7 +163,8 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     p_train, compiled_bytes = compile_train_step(model, tx, state, state_sh, bsh, train_ds[0], t, task.kind)
     p_eval = jax.jit(functools.partial(eval_step, model=model, kind=task.kind), in_shardings=(state_sh.variables, bsh))
 
-    curve, pending = _read_curve(workdir, start), None
+    curve, wall_before = _read_history(workdir, start)
+    pending = None
     train_time, train_tokens = 0.0, 0
     bar = tqdm(
       total=t.num_steps,
@@ -204,8 +205,8 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
         jax.block_until_ready(state)
         train_time += time.perf_counter() - tic
         val = evaluate(p_eval, state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
-        if main:
-          writer.write(step + 1, "val", val)
+        if main:  # wall_s: this run's wall time so far, earlier sittings included (read back on resume)
+          writer.write(step + 1, "val", {**val, "wall_s": (wall_before or 0.0) + time.perf_counter() - wall_start})
         curve.append([step + 1, val["accuracy"]])
         ckpt.save(step + 1, state, metrics={f"val_{k}": v for k, v in val.items()})
         if step + 1 == t.crash_after_checkpoint:  # test hook: die hard once this checkpoint is on disk
@@ -246,7 +247,10 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     "curve": curve,
     "device": jax.devices()[0].device_kind,
     "resumed_from": start or None,
-    "wall_s": time.perf_counter() - wall_start,
+    # wall time of every sitting that produced the kept steps; when an earlier sitting's wall time is unknown
+    # (metrics written before it was recorded) only this sitting counts and wall_s_complete is False
+    "wall_s": (wall_before or 0.0) + time.perf_counter() - wall_start,
+    "wall_s_complete": wall_before is not None,
     "processes": jax.process_count(),
     "init_from": str(init_from.resolve(t.init_from, config.model.attention, config.seed)) if t.init_from else None,
     "id_offset": int(task.card.get("id_offset", 0)),
@@ -256,10 +260,12 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
   return summary
 
 
-def _read_curve(workdir: Path, upto: int) -> list[list[float]]:
-  """Validation curve of earlier (pre-resume) segments of this run, from metrics.jsonl."""
+def _read_history(workdir: Path, upto: int) -> tuple[list[list[float]], float | None]:
+  """Validation curve of earlier (pre-resume) sittings of this run, from metrics.jsonl, and their wall time (the
+  wall_s of the validation row at step `upto`: 0.0 for a fresh run, None when that row does not record it)."""
   path = workdir / "metrics.jsonl"
-  if not path.exists():
-    return []
-  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-  return [[r["step"], r["accuracy"]] for r in rows if r["split"] == "val" and r["step"] <= upto]
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+  val = [r for r in rows if r["split"] == "val" and r["step"] <= upto]
+  at_start = [r.get("wall_s") for r in val if r["step"] == upto]
+  wall = 0.0 if upto == 0 else (at_start[-1] if at_start else None)
+  return [[r["step"], r["accuracy"]] for r in val], wall

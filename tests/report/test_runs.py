@@ -168,7 +168,8 @@ def test_rebuild_writes_every_file(tmp_path):
   assert "| listops | softmax |  | 5,000 | 45.0 ± 7.1 (2) | 44.0 ± 7.1 |" in md
   assert "| 20 | 0.001 | 10.0 |" in md
   assert "listops softmax: LR on validation accuracy (seed 0): 0.001 → 50.0 (chosen), 0.01 → 20.0" in md
-  assert "17 runs from " in md and "(16 in the table); device: cpu; total wall time 0.14 h (510 s" in md
+  assert "17 runs from " in md and "(16 in the table); device: cpu; total wall time 0.14 h (510 s, sum of" in md
+  assert "lower bound" not in md
   data = json.loads(paths["json"].read_text())
   assert len(data["runs"]) == 16 and all("workdir" in s for s in data["runs"])
   assert tables.read_csv(paths["csv"]) == [{k: r[k] for k in tables.CSV_FIELDS} for r in data["rows"]]
@@ -176,6 +177,12 @@ def test_rebuild_writes_every_file(tmp_path):
 
   only_listops = report_runs.rebuild(runs_dir / "listops" / "softmax-seed0", out, "one", title="One run")
   assert "scaling" not in only_listops and only_listops["md"].read_text().startswith("## One run\n")
+
+  # a run resumed before wall_s accumulated across sittings makes the total a lower bound; one that did does not
+  _workdir(runs_dir, "listops/resumed-old", {**_summary("softmax", 3), "resumed_from": 8})
+  _workdir(runs_dir, "listops/resumed-new", {**_summary("softmax", 4), "resumed_from": 8, "wall_s_complete": True})
+  md = report_runs.rebuild(runs_dir, out, "lra_tiny")["md"].read_text()
+  assert "sum of per-run wall_s; a lower bound: of 1 resumed run only the last sitting is counted)" in md
 
 
 def test_rebuild_includes_an_earlier_reports_runs(tmp_path):
@@ -200,6 +207,24 @@ def test_rebuild_includes_an_earlier_reports_runs(tmp_path):
   alone = report_runs.rebuild(tmp_path / "gone", tmp_path / "out", "alone", include=[earlier])
   assert len(json.loads(alone["json"].read_text())["runs"]) == 2
   assert f"- 2 from {earlier} (recorded there; their workdirs are not here) (2 in the table)" in alone["md"].read_text()
+  # research compare's own JSON names runs by "run" (workdir below the sweep root), not "workdir": same matching
+  compare_json = tmp_path / "compare.json"
+  runs = json.loads(earlier.read_text())["runs"]
+  compare_json.write_text(
+    json.dumps({"runs": [{**{k: v for k, v in r.items() if k != "workdir"}, "run": r["workdir"]} for r in runs]})
+  )
+  from_compare = json.loads(
+    report_runs.rebuild(runs_dir, tmp_path / "out", "c", include=[compare_json])["json"].read_text()
+  )
+  assert {(r["variant"], r["seed"]): r["test_accuracy"] for r in from_compare["runs"]} == got
+  # the same --set pairs in another order (compare's JSON stores overrides key-sorted): one row, RUNS_DIR's label
+  sets = tmp_path / "sets"
+  _workdir(sets, "a-seed1", {**_summary("linear", 1), "label": "task=listops,data.max_length=64"}, lr=1e-3)
+  sorted_json = tmp_path / "sorted.json"
+  old_run = {**runs[0], "variant": "linear", "overrides": {"data.max_length": 64, "task": "listops"}, "run": "a-seed0"}
+  sorted_json.write_text(json.dumps({"runs": [{k: v for k, v in old_run.items() if k != "workdir"}]}))
+  rows = json.loads(report_runs.rebuild(sets, tmp_path / "out", "s", include=[sorted_json])["json"].read_text())["rows"]
+  assert [(r["label"], r["n_seeds"]) for r in rows] == [("task=listops,data.max_length=64", 2)]
   # a tagged include: the same workdir names become separate rows, with the tag in their label
   tagged = report_runs.rebuild(runs_dir, tmp_path / "out", "tagged", include=[earlier, f"{earlier}:mlm_steps=2000"])
   data = json.loads(tagged["json"].read_text())
@@ -228,6 +253,9 @@ def test_rebuild_includes_an_earlier_reports_runs(tmp_path):
   bad = tmp_path / "bad.json"
   bad.write_text(json.dumps({"rows": []}))
   with pytest.raises(ValueError, match=r"bad.json: expected a report JSON with a non-empty 'runs' list"):
+    report_runs.rebuild(runs_dir, tmp_path / "out", "x", include=[bad])
+  bad.write_text(json.dumps({"runs": [{k: v for k, v in runs[0].items() if k != "workdir"}]}))
+  with pytest.raises(ValueError, match=r"bad.json: run 0 has no 'workdir' \(research report\) or 'run'"):
     report_runs.rebuild(runs_dir, tmp_path / "out", "x", include=[bad])
   bad.write_text(json.dumps({"runs": [{"variant": "softmax"}]}))
   with pytest.raises(ValueError, match=r"bad.json: run 0: malformed run summary"):

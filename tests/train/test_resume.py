@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -84,3 +85,30 @@ def test_corrupted_latest_checkpoint_falls_back_with_warning(runs, tmp_path):
     state, step = ckpt.restore(abstract, None)
   assert step == 16 and int(state["step"]) == 16
   ckpt.close()
+
+
+def test_resumed_wall_time_counts_both_sittings(runs):
+  """summary wall_s = the killed sitting's wall up to its step-16 checkpoint + the resumed sitting's own wall."""
+  rows = [json.loads(line) for line in (runs / "killed" / "metrics.jsonl").read_text().splitlines()]
+  val = {r["step"]: r["wall_s"] for r in rows if r["split"] == "val"}
+  summary = json.loads((runs / "killed" / "summary.json").read_text())
+  assert sorted(val) == [8, 16, 24] and val[8] < val[16] < val[24] <= summary["wall_s"]
+  assert summary["resumed_from"] == 16 and summary["wall_s_complete"] is True
+  straight = json.loads((runs / "straight" / "summary.json").read_text())
+  assert straight["resumed_from"] is None and straight["wall_s_complete"] is True
+
+
+def test_read_history_returns_the_earlier_sittings_wall_time(tmp_path):
+  from research.train.loop import _read_history
+
+  rows = [
+    {"step": 8, "split": "train", "loss": 1.0},
+    {"step": 8, "split": "val", "accuracy": 0.25, "wall_s": 3.5},
+    {"step": 16, "split": "val", "accuracy": 0.5, "wall_s": 7.0},
+    {"step": 24, "split": "val", "accuracy": 0.75},  # written before wall_s was recorded
+  ]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert _read_history(tmp_path, 0) == ([], 0.0)
+  assert _read_history(tmp_path, 16) == ([[8, 0.25], [16, 0.5]], 7.0)
+  assert _read_history(tmp_path, 24)[1] is None  # unknown: the summary says wall_s_complete=False
+  assert _read_history(tmp_path / "fresh", 0) == ([], 0.0)
