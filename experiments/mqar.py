@@ -9,6 +9,12 @@ with two keys moves them together):
     --set data.seq_len=64,data.num_kv=4 --set data.seq_len=128,data.num_kv=8 --set data.seq_len=256,data.num_kv=16 \
     --set model.d_model=32,model.mlp_dim=64 --set model.d_model=64,model.mlp_dim=128 \
     --set model.d_model=128,model.mlp_dim=256
+`size=paper` is Zoology's MQAR setting (Arora et al. 2023, HazyResearch/zoology configs): vocabulary 8,192,
+100,000 train / 3,000 test sequences, 512 tokens with 64 key-value pairs, 2 layers, batch 256, 64 epochs (25,000
+steps); Zoology sweeps d_model 64-512 and the learning rate over logspace(-4, -2, 4) per point (accelerator):
+  research compare --config experiments/mqar.py:size=paper --variants softmax,linear,based --seeds 1 \
+    --lr-grid 1e-4,4.6e-4,2.2e-3,1e-2 --set model.d_model=64,model.mlp_dim=256 \
+    --set model.d_model=256,model.mlp_dim=1024
 Baseline: the most frequent value (~1/126 at the default vocabulary).
 Measured (results/mqar_grid.md, 1 seed, 1,000 steps): d64 softmax 100.0% (64 tokens/4 pairs), 99.4% (128/8);
 linear 20.5%, 8.8%; based (no window) 22.1%, 9.6%; at 256/16 every mixer fails at this budget (softmax 6.0%).
@@ -35,4 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     model=dict(conv_kernel=4),
     train=dict(batch_size=32, eval_batch_size=100, num_steps=1_000, learning_rate=3e-3, eval_every=200),
   )
-  return finish(c, arg)
+  return finish(c, arg, {"paper": PAPER})
+
+
+PAPER = {  # Zoology: 100K/3K sequences of 512 tokens, 64 pairs, vocab 8,192; 2 layers; batch 256 x 64 epochs
+  "data": dict(vocab_size=8_192, seq_len=512, num_kv=64, num_train=100_000, num_val=1_000, num_test=3_000),
+  "model": dict(num_layers=2, d_model=128, mlp_dim=512, dtype="bfloat16"),  # Zoology's MLP: 4 x d_model
+  "train": dict(batch_size=256, eval_batch_size=500, num_steps=25_000, learning_rate=1e-3, eval_every=1_000),
+}

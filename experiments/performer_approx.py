@@ -11,6 +11,9 @@ feature draws (each draw = one `init` of the registered `performer` mixer, exact
 Launch (CPU, a few minutes each):
   .venv/bin/python experiments/performer_approx.py --out results --name performer_approx
   .venv/bin/python experiments/performer_approx.py --out results --name performer_approx_std0.5 --set qk_std=0.5
+`size=paper` (accelerator): m up to 512 features, L up to 16,384 (the exact reference is L x L per head) and
+32 draws per point:
+  python experiments/performer_approx.py --out results --name performer_approx_paper --set size=paper
 Measured on CPU: see results/performer_approx.md and the README's reproduced-results section.
 """
 
@@ -45,7 +48,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       settings=(("FAVOR+ orthogonal", "softmax", True), ("FAVOR+ iid", "softmax", False), ("ReLU", "relu", True)),
     )
   )
-  return apply_overrides(c, parse_overrides(arg))
+  overrides = parse_overrides(arg)
+  size = overrides.pop("size", "tiny")
+  if size not in PRESETS:
+    raise ValueError(f"unknown size {size!r}; choose one of {', '.join(PRESETS)}")
+  c.update(PRESETS[size])
+  return apply_overrides(c, overrides)
+
+
+PRESETS = {
+  "tiny": {},  # the defaults above: CPU, a few minutes
+  "paper": dict(
+    features=(16, 32, 64, 128, 256, 512),
+    lengths=(256, 1024, 4096, 16384),
+    length=4096,
+    features_at_lengths=256,
+    draws=32,
+  ),
+}
 
 
 def errors(c, length: int, num_features: int, kernel: str, orthogonal: bool) -> list[float]:

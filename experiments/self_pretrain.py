@@ -19,7 +19,9 @@ Launch (CPU, tiny), two commands per task:
 (task=text_cls likewise, with text_cls in the paths). One table and figure of several such sweeps:
   research report runs/none --out results --name self_pretrain --include results/self_pretrain_listops.json \
     --include results/self_pretrain_text_cls.json --include results/self_pretrain_text_cls_2k.json:mlm_steps=2000
-`size=lra` uses the task's LRA-length preset (accelerator).
+`size=paper` (accelerator) starts from LRA's released config of the task (experiments/lra.py:size=paper; the
+paper's own setting) for listops and text_cls and from experiments/wic.py:size=paper for wic; `size=lra` uses
+the task config's LRA-length preset.
 Measured (CPU, 2 seeds, results/self_pretrain.md): no gain beyond seed noise at this size. ListOps 24.5-25.3% with
 or without MLM; Text (512 bytes) softmax/linear/performer 54.5/51.7/51.7 from scratch, 51.1/50.8/52.5 after a
 400-step MLM, 54.7/53.6/55.3 after a 2,000-step MLM (standard error of 179 test documents ~3.7 points).
@@ -47,7 +49,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
   mask_rate = overrides.pop("mask_rate", 0.15)
   # every other override (data.*, model.*, train.*) is about the TASK config, so both stages share the model
-  c = apply_overrides(load_config(f"{Path(__file__).with_name(f'{task}.py')}:size={size}"), overrides, ALIASES)
+  here = Path(__file__).parent
+  base = (
+    f"{here / 'lra.py'}:task={task},size=paper"
+    if size == "paper" and task != "wic"
+    else f"{here / task}.py:size={size}"
+  )
+  c = apply_overrides(load_config(base), overrides, ALIASES)
   seq_len = {
     "listops": lambda: c.data.max_length + 1,
     "text_cls": lambda: c.data.max_bytes + 1,  # CLS + inputs

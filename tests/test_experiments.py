@@ -89,3 +89,87 @@ def test_self_pretraining_stages(tmp_path):
   assert out["task"] == "listops" and out["init_from"] == f"{tmp_path}/pre/linear-seed0"
   with pytest.raises(ValueError, match="holds no checkpoints"):
     train(load_config(f"{spec.replace('linear', 'softmax')},stage=finetune"), tmp_path / "ft2", progress=False)
+
+
+PAPER = {  # the issue's experiment configs at size=paper: (config spec, {dotted key: the paper's value})
+  "lra listops": (
+    "lra.py:task=listops,size=paper",
+    {
+      "model.num_layers": 6,
+      "model.d_model": 512,
+      "model.num_heads": 8,
+      "model.mlp_dim": 2048,
+      "model.pool": "cls",
+      "train.batch_size": 32,
+      "train.num_steps": 5_000,
+      "train.warmup_steps": 1_000,
+      "train.weight_decay": 0.1,
+      "train.schedule": "rsqrt",
+      "data.max_length": 2_000,
+    },
+  ),
+  "lra text": (
+    "lra.py:task=text_cls,size=paper",
+    {"model.num_layers": 4, "model.d_model": 256, "data.max_bytes": 4096},
+  ),
+  "lra retrieval": ("lra.py:task=retrieval,size=paper", {"model.d_model": 128, "train.num_steps": 5_000}),
+  "lra pathfinder": ("lra.py:task=pathfinder,size=paper", {"model.d_model": 32, "train.batch_size": 512}),
+  "mqar": (
+    "mqar.py:size=paper",
+    {
+      "data.vocab_size": 8_192,
+      "data.seq_len": 512,
+      "data.num_kv": 64,
+      "data.num_train": 100_000,
+      "model.num_layers": 2,
+      "train.batch_size": 256,
+      "train.num_steps": 25_000,
+    },
+  ),
+  "wic": (
+    "wic.py:size=paper",
+    {"model.num_layers": 12, "model.d_model": 768, "model.mlp_dim": 3072, "data.max_len": 128},
+  ),
+  "self_pretrain listops": (
+    "self_pretrain.py:task=listops,stage=pretrain,size=paper",
+    {"task": "mlm", "data.self_task": "listops", "data.seq_len": 2_001, "model.d_model": 512, "train.num_steps": 5_000},
+  ),
+  "self_pretrain text": ("self_pretrain.py:task=text_cls,stage=finetune,size=paper", {"model.d_model": 256}),
+  "self_pretrain wic": ("self_pretrain.py:task=wic,stage=scratch,size=paper", {"model.d_model": 768}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_size_configs_load_validate_and_hold_the_papers_settings(name):
+  """size=paper is for an accelerator: here it must load, pass every pre-jit check and carry the paper's values."""
+  from research.data import tasks
+  from research.train.loop import validate
+
+  spec, expected = PAPER[name]
+  config = load_config(f"{EXPERIMENTS}/{spec}")
+  validate(config)
+  tasks.make_config(config.task, config.data.to_dict())  # the task's own option checks (no data generated)
+  flat = {k: v for k, v in _flatten(config.to_dict()).items() if k in expected}
+  assert flat == expected
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+  return out
+
+
+def test_performer_approx_paper_size_and_bad_size():
+  spec = importlib.util.spec_from_file_location("performer_approx", EXPERIMENTS / "performer_approx.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  paper = module.get_config("size=paper")
+  assert max(paper.features) == 512 and max(paper.lengths) == 16_384 and paper.draws == 32
+  assert module.get_config("size=paper,draws=4").draws == 4  # later overrides win
+  assert module.get_config().to_dict() == module.get_config("size=tiny").to_dict()
+  with pytest.raises(ValueError, match="unknown size 'huge'; choose one of tiny, paper"):
+    module.get_config("size=huge")
+  for name in ("mqar", "wic"):
+    with pytest.raises(ValueError, match="unknown size 'huge'; choose one of tiny, paper"):
+      load_config(f"{EXPERIMENTS}/{name}.py:size=huge")
