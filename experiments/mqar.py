@@ -19,7 +19,14 @@ Baseline: the most frequent value (~1/126 at the default vocabulary).
 Measured (results/mqar_grid.md, 1 seed, 1,000 steps): d64 softmax 100.0% (64 tokens/4 pairs), 99.4% (128/8);
 linear 20.5%, 8.8%; based (no window) 22.1%, 9.6%; at 256/16 every mixer fails at this budget (softmax 6.0%).
 With 3,000 steps at 256/16, d64, MLP 128 (results/mqar_256_long.md, 0.67 CPU-hours): softmax 100.0%, based 95.1%,
-linear 23.8%.
+linear 23.8%. With 3,000 steps at 128/8 (results/mqar_3k.md, 1.03 CPU-hours): softmax 100.0% at d 32/64/128,
+linear 6.9/90.1/98.2%, based 7.1/13.4/11.7% (still learning); without the short conv (d64) all fail (11.8-12.5%):
+  research compare --config experiments/mqar.py --variants softmax,linear,based --seeds 1 \
+    --workdir runs/mqar_3k/width --set data.seq_len=128,data.num_kv=8 --set model.d_model=32,model.mlp_dim=64 \
+    --set model.d_model=64,model.mlp_dim=128 --set model.d_model=128,model.mlp_dim=256 \
+    --set train.num_steps=3000,train.eval_every=500
+  (and --workdir runs/mqar_3k/noconv --set model.d_model=64,model.mlp_dim=128,model.conv_kernel=0; then
+  research report runs/mqar_3k --out results --name mqar_3k)
 
 Training recipe (measured on 2 CPU cores, softmax, d64, 64 tokens, 4 pairs): with the data defaults of 2,000
 sequences and 600 steps at lr 1e-3 every run stalls at ~25% = guessing among the 4 values in the context (the

@@ -263,14 +263,19 @@ def _numeric(value: str) -> float | None:
 def _sweep_series(summaries: Summaries) -> tuple[str, dict[str, dict[str, dict[float, list[float]]]]] | None:
   """(x key, {panel title: {variant: {x: test accuracies}}}) or None; see `sweep` in the module docstring."""
   parsed = [(s, dict(parse_label(label_of(s)))) for s in summaries]
-  values: dict[str, set[str]] = {}
+  values: dict[str, set[str | None]] = {}
   for _, items in parsed:
     for k, v in items.items():
       values.setdefault(k, set()).add(v)
-  numeric = [k for k, vs in values.items() if len(vs) > 1 and all(_numeric(v) is not None for v in vs)]
+  for k, vs in values.items():  # a key some runs do not set is one more value (e.g. an ablation at one x)
+    if any(k not in items for _, items in parsed):
+      vs.add(None)
+  numeric = [
+    k for k, vs in values.items() if len(vs - {None}) > 1 and all(_numeric(v) is not None for v in vs - {None})
+  ]
   if not numeric:
     return None
-  x_key = "model.d_model" if "model.d_model" in numeric else max(numeric, key=lambda k: (len(values[k]), k))
+  x_key = "model.d_model" if "model.d_model" in numeric else max(numeric, key=lambda k: (len(values[k] - {None}), k))
   pairs = {k: {(items.get(x_key), items.get(k)) for _, items in parsed} for k in values}
   tied = {k for k, ps in pairs.items() if len({x for x, _ in ps}) == len(ps)}  # set together with x: no panels
   others = [k for k, vs in values.items() if k != x_key and len(vs) > 1 and k not in tied]

@@ -114,6 +114,14 @@ def test_sweep_axis(tmp_path):
     128.0: [0.3, 0.31],
   }
   assert _is_png(figures.sweep(runs, tmp_path / "sweep.png"))
+  # an ablation at one width (a key only some runs set): its own panel, never pooled with the main runs
+  ablation = [
+    {**_run("based", s, task="mqar", label=label.format(64, 4, 64, 128) + ",model.conv_kernel=0"), "test_accuracy": 0.1}
+    for s in range(2)
+  ]
+  _, panels = figures._sweep_series(runs + ablation)
+  assert panels["mqar, data.seq_len=64, data.num_kv=4"]["based"][64.0] == [0.3, 0.31]
+  assert panels["mqar, data.seq_len=64, data.num_kv=4, model.conv_kernel=0"] == {"based": {64.0: [0.1, 0.1]}}
   lengths_only = [_run("softmax", 0, label=f"data.max_length={n}") for n in (32, 64)]
   assert figures._sweep_series(lengths_only)[0] == "data.max_length"  # no width: the numeric axis there is
   no_axis = [_run("softmax", 0, label="data.target=regression"), _run("softmax", 0, label="data.target=binary")]
