@@ -134,8 +134,12 @@ PAPER = {  # the issue's experiment configs at size=paper: (config spec, {dotted
     "self_pretrain.py:task=listops,stage=pretrain,size=paper",
     {"task": "mlm", "data.self_task": "listops", "data.seq_len": 2_001, "model.d_model": 512, "train.num_steps": 5_000},
   ),
-  "self_pretrain text": ("self_pretrain.py:task=text_cls,stage=finetune,size=paper", {"model.d_model": 256}),
-  "self_pretrain wic": ("self_pretrain.py:task=wic,stage=scratch,size=paper", {"model.d_model": 768}),
+  # (stage=finetune's validation needs the pretraining run on disk: its config is the scratch one + init_from)
+  "self_pretrain text": ("self_pretrain.py:task=text_cls,stage=scratch,size=paper", {"model.d_model": 256}),
+  "self_pretrain wic": (
+    "self_pretrain.py:task=wic,stage=pretrain,size=paper",
+    {"task": "mlm", "data.self_task": "wic", "data.seq_len": 128, "model.d_model": 768},
+  ),
 }
 
 
