@@ -20,7 +20,8 @@ Measured (results/mqar_grid.md, 1 seed, 1,000 steps): d64 softmax 100.0% (64 tok
 linear 20.5%, 8.8%; based (no window) 22.1%, 9.6%; at 256/16 every mixer fails at this budget (softmax 6.0%).
 With 3,000 steps at 256/16, d64, MLP 128 (results/mqar_256_long.md, 0.67 CPU-hours): softmax 100.0%, based 95.1%,
 linear 23.8%. With 3,000 steps at 128/8 (results/mqar_3k.md, 1.03 CPU-hours): softmax 100.0% at d 32/64/128,
-linear 6.9/90.1/98.2%, based 7.1/13.4/11.7% (still learning); without the short conv (d64) all fail (11.8-12.5%):
+linear 6.9/90.1/98.2%, based 7.1/13.4/11.7% (still learning; 16.5% after 6,000 steps at d64,
+results/mqar_based_6k.md); without the short conv (d64) all fail (11.8-12.5%):
   research compare --config experiments/mqar.py --variants softmax,linear,based --seeds 1 \
     --workdir runs/mqar_3k/width --set data.seq_len=128,data.num_kv=8 --set model.d_model=32,model.mlp_dim=64 \
     --set model.d_model=64,model.mlp_dim=128 --set model.d_model=128,model.mlp_dim=256 \
