@@ -22,7 +22,7 @@ retention table, plots and speed (results/linearize_minilm.md).
 
 import ml_collections
 
-from research.config import apply_overrides, parse_overrides
+from research.config import finish
 
 PRESETS = {
   "full": {
@@ -64,11 +64,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       stop_after=-1,
     )
   )  # stop_after: return after this global step (checkpointed); -1 = run to the end
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
-  if size != "tiny":
-    if size not in PRESETS:
-      raise ValueError(f"unknown size {size!r}; choose one of {', '.join(['tiny', *PRESETS])}")
-    for section, updates in PRESETS[size].items():
-      c[section].update(updates)
-  return apply_overrides(c, overrides)
+  return finish(c, arg, PRESETS, aliases=None)

@@ -30,7 +30,7 @@ import numpy as np
 
 from research import attention
 from research.attention.masks import Segments
-from research.config import apply_overrides, parse_overrides
+from research.config import finish
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -48,16 +48,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       settings=(("FAVOR+ orthogonal", "softmax", True), ("FAVOR+ iid", "softmax", False), ("ReLU", "relu", True)),
     )
   )
-  overrides = parse_overrides(arg)
-  size = overrides.pop("size", "tiny")
-  if size not in PRESETS:
-    raise ValueError(f"unknown size {size!r}; choose one of {', '.join(PRESETS)}")
-  c.update(PRESETS[size])
-  return apply_overrides(c, overrides)
+  return finish(c, arg, PRESETS, aliases=None)  # size=tiny: the defaults above (CPU, a few minutes)
 
 
 PRESETS = {
-  "tiny": {},  # the defaults above: CPU, a few minutes
   "paper": dict(
     features=(16, 32, 64, 128, 256, 512),
     lengths=(256, 1024, 4096, 16384),

@@ -189,14 +189,18 @@ LRA_PRESET = {  # LRA-scale model and schedule (accelerator); tasks add their da
 
 
 def finish(
-  c: ml_collections.ConfigDict, arg: str | None, presets: dict[str, dict] | None = None
+  c: ml_collections.ConfigDict,
+  arg: str | None,
+  presets: dict[str, dict] | None = None,
+  aliases: dict[str, str] | None = ALIASES,
 ) -> ml_collections.ConfigDict:
-  """Apply `size=<preset>` from arg (section -> updates; "tiny" is the config as built), then the other overrides."""
+  """Apply `size=<preset>` from arg ("tiny" is the config as built; a preset is {key: value} or {section: {key:
+  value}}, merged into the config recursively), then the other overrides (with `aliases`; None for configs that
+  are not training configs)."""
   overrides = parse_overrides(arg)
   size, presets = overrides.pop("size", "tiny"), presets or {}
   if size != "tiny":
     if size not in presets:
       raise ValueError(f"unknown size {size!r}; choose one of {', '.join(['tiny', *presets])}")
-    for section, updates in presets[size].items():
-      c[section].update(updates)
-  return apply_overrides(c, overrides, ALIASES)
+    c.update(presets[size])
+  return apply_overrides(c, overrides, aliases)

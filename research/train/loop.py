@@ -21,7 +21,7 @@ from research.embed import write_card
 from research.models.encoder import EncoderConfig
 from research.train import distributed, init_from
 from research.train.checkpoint import Checkpointer, abstract_like
-from research.train.metrics import MetricWriter, truncate_metrics
+from research.train.metrics import MetricWriter, read_metrics, truncate_metrics
 from research.train.objectives import build_model, finalize
 from research.train.optimizer import SCHEDULES, make_optimizer
 from research.train.provenance import write_provenance
@@ -164,6 +164,10 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     p_eval = jax.jit(functools.partial(eval_step, model=model, kind=task.kind), in_shardings=(state_sh.variables, bsh))
 
     curve, wall_before = _read_history(workdir, start)
+
+    def wall_so_far() -> float:  # this run's wall time, earlier sittings included
+      return (wall_before or 0.0) + time.perf_counter() - wall_start
+
     pending = None
     train_time, train_tokens = 0.0, 0
     bar = tqdm(
@@ -205,8 +209,8 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
         jax.block_until_ready(state)
         train_time += time.perf_counter() - tic
         val = evaluate(p_eval, state.variables, task.splits["val"], t.eval_batch_size, bsh, task.kind)
-        if main:  # wall_s: this run's wall time so far, earlier sittings included (read back on resume)
-          writer.write(step + 1, "val", {**val, "wall_s": (wall_before or 0.0) + time.perf_counter() - wall_start})
+        if main:  # wall_s is read back on resume
+          writer.write(step + 1, "val", {**val, "wall_s": wall_so_far()})
         curve.append([step + 1, val["accuracy"]])
         ckpt.save(step + 1, state, metrics={f"val_{k}": v for k, v in val.items()})
         if step + 1 == t.crash_after_checkpoint:  # test hook: die hard once this checkpoint is on disk
@@ -249,7 +253,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
     "resumed_from": start or None,
     # wall time of every sitting that produced the kept steps; when an earlier sitting's wall time is unknown
     # (metrics written before it was recorded) only this sitting counts and wall_s_complete is False
-    "wall_s": (wall_before or 0.0) + time.perf_counter() - wall_start,
+    "wall_s": wall_so_far(),
     "wall_s_complete": wall_before is not None,
     "processes": jax.process_count(),
     "init_from": str(init_from.resolve(t.init_from, config.model.attention, config.seed)) if t.init_from else None,
@@ -263,8 +267,7 @@ def train(config, workdir: str | Path, *, progress: bool = True, task: Task | No
 def _read_history(workdir: Path, upto: int) -> tuple[list[list[float]], float | None]:
   """Validation curve of earlier (pre-resume) sittings of this run, from metrics.jsonl, and their wall time (the
   wall_s of the validation row at step `upto`: 0.0 for a fresh run, None when that row does not record it)."""
-  path = workdir / "metrics.jsonl"
-  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+  rows = read_metrics(workdir) if (workdir / "metrics.jsonl").exists() else []
   val = [r for r in rows if r["split"] == "val" and r["step"] <= upto]
   at_start = [r.get("wall_s") for r in val if r["step"] == upto]
   wall = 0.0 if upto == 0 else (at_start[-1] if at_start else None)
