@@ -1,5 +1,6 @@
 """Every experiments/<task>.py config trains a few steps end to end (data -> encoder -> head -> eval -> summary)."""
 
+import functools
 import importlib.util
 import math
 from pathlib import Path
@@ -153,15 +154,7 @@ def test_paper_size_configs_load_validate_and_hold_the_papers_settings(name):
   config = load_config(f"{EXPERIMENTS}/{spec}")
   validate(config)
   tasks.make_config(config.task, config.data.to_dict())  # the task's own option checks (no data generated)
-  flat = {k: v for k, v in _flatten(config.to_dict()).items() if k in expected}
-  assert flat == expected
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-  return out
+  assert {key: functools.reduce(lambda node, part: node[part], key.split("."), config) for key in expected} == expected
 
 
 def test_performer_approx_paper_size_and_bad_size():
